@@ -1,0 +1,2 @@
+//! Placeholder: the merge benchmark is being written.
+fn main() {}
