@@ -157,9 +157,9 @@ pub enum BlockError {
     #[error("block bytes hash to {actual}, not to the expected {expected}")]
     CidMismatch {
         /// The CID asked for.
-        expected: Cid,
+        expected: Box<Cid>,
         /// The CID of the bytes.
-        actual: Cid,
+        actual: Box<Cid>,
     },
     /// Not a DAG-CBOR block of the expected shape.
     #[error("malformed block: {0}")]
@@ -327,13 +327,9 @@ impl VerifiedBlock {
     pub fn decode(bytes: &[u8], expected: Option<&Cid>) -> Result<VerifiedBlock, BlockError> {
         check_size(bytes.len())?;
         let cid = dag_cbor_cid(bytes);
-        if let Some(expected) = expected {
-            if *expected != cid {
-                return Err(BlockError::CidMismatch {
-                    expected: *expected,
-                    actual: cid,
-                });
-            }
+        if let Some(expected) = expected.filter(|e| **e != cid) {
+            let (expected, actual) = (Box::new(*expected), Box::new(cid));
+            return Err(BlockError::CidMismatch { expected, actual });
         }
         let block: Block = serde_ipld_dagcbor::from_slice(bytes)
             .map_err(|e| malformed(format!("{e}").chars().take(200).collect::<String>()))?;

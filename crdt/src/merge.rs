@@ -7,7 +7,9 @@
 //! - **LWW field**: the write with the highest field priority wins; on equal priority, the
 //!   write whose canonical CBOR value bytes compare greater (bytewise) wins.
 //! - **Counters**: the sum of the increments of all applied blocks, each block counted once
-//!   (its CID is its identity).
+//!   (its CID is its identity). A document may have several genesis blocks (the same document
+//!   created concurrently by different authors); they all carry the same fields, because the
+//!   docID is derived from them, so the initial value is counted once.
 //! - **Delete**: once any applied block deletes the document it stays deleted.
 //! - **Heads**: applied blocks that no applied block names as a parent. **Height**: the highest
 //!   applied priority.
@@ -143,6 +145,10 @@ impl DocState {
         }
         self.height = self.height.max(b.delta.priority);
         self.deleted |= b.delta.status == Status::Deleted;
+        // Every genesis block of a document carries the same fields (its docID is derived
+        // from them), so concurrent creates by different authors count initial counter values
+        // once. Any applied block means a genesis was applied before it.
+        let repeated_genesis = b.heads.is_empty() && self.blocks > 0;
         self.blocks += 1;
         for (name, op) in &b.delta.fields {
             let state = self.fields.entry(name.clone()).or_default();
@@ -160,7 +166,10 @@ impl DocState {
                     }
                 }
                 FieldOp::Counter { value, .. } => {
-                    *state.counter.get_or_insert(0) += i128::from(*value);
+                    let counted = state.counter.get_or_insert(0);
+                    if !repeated_genesis {
+                        *counted += i128::from(*value);
+                    }
                 }
             }
         }
@@ -406,14 +415,14 @@ fn apply_checked<S: DagStore>(
         }));
     }
     for op in b.delta.fields.values() {
-        if let FieldOp::Lww { priority, .. } = op {
-            if *priority > expected {
-                let claimed = *priority;
-                return Err(Failure::Rejected(Rejection::PriorityMismatch {
-                    claimed,
-                    expected,
-                }));
-            }
+        if let FieldOp::Lww { priority, .. } = op
+            && *priority > expected
+        {
+            let claimed = *priority;
+            return Err(Failure::Rejected(Rejection::PriorityMismatch {
+                claimed,
+                expected,
+            }));
         }
     }
     let mut state = store
@@ -497,5 +506,154 @@ impl fmt::Display for Outcome {
             Outcome::Pending { missing } => write!(f, "pending, {} missing", missing.len()),
             Outcome::Duplicate => f.write_str("duplicate"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::block::Block;
+    use crate::{Author, MemoryDag, Replica, parse_sdl};
+
+    fn users() -> Collection {
+        parse_sdl("hypha", "type Users { name: String age: Int }")
+            .unwrap()
+            .remove(0)
+    }
+
+    /// A genesis block and an update on top of it, made by a normal replica.
+    fn history() -> (VerifiedBlock, VerifiedBlock) {
+        let mut r = Replica::new([users()], Author::unsigned([1; 32]));
+        let (doc, genesis) = r.create("Users", &json!({"name": "a", "age": 1})).unwrap();
+        let update = r.update(doc, &json!({"age": 2})).unwrap();
+        (genesis, update)
+    }
+
+    fn tampered(block: &VerifiedBlock, change: impl FnOnce(&mut Block)) -> VerifiedBlock {
+        let mut b = block.block().clone();
+        change(&mut b);
+        b.encode().unwrap()
+    }
+
+    fn ingest_all(blocks: &[&VerifiedBlock]) -> Result<Outcome, Rejection> {
+        let mut dag = MemoryDag::new();
+        let mut last = Ok(Outcome::Duplicate);
+        for block in blocks {
+            last = ingest(&mut dag, block, &Limits::default()).map_err(|e| match e {
+                IngestError::Rejected(r) => r,
+                IngestError::Store(never) => match never {},
+            });
+        }
+        last
+    }
+
+    #[test]
+    fn priority_must_follow_from_parents() {
+        let (genesis, update) = history();
+        let skip = tampered(&update, |b| b.delta.priority = 5);
+        assert_eq!(
+            ingest_all(&[&genesis, &skip]),
+            Err(Rejection::PriorityMismatch {
+                claimed: 5,
+                expected: 2
+            })
+        );
+        let field = tampered(&update, |b| {
+            b.delta.fields.insert(
+                "age".into(),
+                FieldOp::Lww {
+                    priority: 3,
+                    value: Ipld::Integer(9),
+                },
+            );
+        });
+        assert_eq!(
+            ingest_all(&[&genesis, &field]),
+            Err(Rejection::PriorityMismatch {
+                claimed: 3,
+                expected: 2
+            })
+        );
+    }
+
+    #[test]
+    fn a_refused_block_released_from_pending_is_reported_and_dropped() {
+        let (genesis, update) = history();
+        let skip = tampered(&update, |b| b.delta.priority = 5);
+        let mut dag = MemoryDag::new();
+        let limits = Limits::default();
+        assert!(matches!(
+            ingest(&mut dag, &skip, &limits).unwrap(),
+            Outcome::Pending { .. }
+        ));
+        let Outcome::Applied {
+            applied, rejected, ..
+        } = ingest(&mut dag, &genesis, &limits).unwrap()
+        else {
+            panic!("genesis applies");
+        };
+        assert_eq!(applied, vec![genesis.cid()]);
+        assert_eq!(
+            rejected,
+            vec![(
+                skip.cid(),
+                Rejection::PriorityMismatch {
+                    claimed: 5,
+                    expected: 2
+                }
+            )]
+        );
+        assert_eq!(dag.pending().count(), 0);
+    }
+
+    #[test]
+    fn parents_must_belong_to_the_same_document() {
+        let (genesis, update) = history();
+        let mut r = Replica::new([users()], Author::unsigned([1; 32]));
+        let (_, other) = r.create("Users", &json!({"name": "b"})).unwrap();
+        let foreign = tampered(&update, |b| b.heads = vec![other.cid()]);
+        assert_eq!(
+            ingest_all(&[&genesis, &other, &foreign]),
+            Err(Rejection::ForeignParent)
+        );
+    }
+
+    #[test]
+    fn collection_must_match_the_document() {
+        let (genesis, update) = history();
+        let bears = crate::schema::CollectionId::derive("hypha", "Bears");
+        let moved = tampered(&update, |b| b.delta.collection = bears);
+        assert_eq!(
+            ingest_all(&[&genesis, &moved]),
+            Err(Rejection::CollectionMismatch)
+        );
+    }
+
+    #[test]
+    fn pending_set_is_bounded() {
+        let (_, update) = history();
+        let mut dag = MemoryDag::new();
+        let limits = Limits {
+            max_pending: 0,
+            ..Limits::default()
+        };
+        let err = ingest(&mut dag, &update, &limits).unwrap_err();
+        assert!(matches!(
+            err,
+            IngestError::Rejected(Rejection::PendingFull { max: 0 })
+        ));
+        assert_eq!(dag.pending().count(), 0, "a refused block writes nothing");
+    }
+
+    #[test]
+    fn duplicates_change_nothing() {
+        let (genesis, update) = history();
+        assert_eq!(
+            ingest_all(&[&genesis, &update, &update]),
+            Ok(Outcome::Duplicate)
+        );
+        assert_eq!(ingest_all(&[&update, &update]), Ok(Outcome::Duplicate));
     }
 }
