@@ -1,0 +1,629 @@
+//! Mutations and the logic that runs each one inside a write transaction, written once over
+//! the [`WriteTx`] seam for both backends.
+
+use std::collections::BTreeMap;
+
+use hypha_crdt::cid::dag_cbor_cid;
+use hypha_crdt::{
+    AppliedMeta, Author, Cid, Collection, CollectionId, DagStore, DocId, DocState, IngestError,
+    Limits, Outcome, VerifiedBlock, ingest, parse_sdl,
+};
+
+use crate::backend::{ReadTx, WriteTx, scan_prefix};
+use crate::error::{CommitError, StorageError};
+use crate::layout::{self, META_NONCE_SEQ, SUB_COLLECTION, SUB_DOCUMENT, Table};
+use crate::meta::{
+    MAX_ADDRESS_LEN, MAX_ADDRESSES, MAX_PEER_KEY_LEN, MAX_REPLICATOR_SCOPE, PeerKey, PeerRecord,
+    Replicator, Subscription,
+};
+
+/// The most replicators a node may have.
+pub const MAX_REPLICATORS: usize = 1024;
+/// The most subscriptions (collections plus documents) a node may have.
+pub const MAX_SUBSCRIPTIONS: usize = 100_000;
+/// The most remembered peers.
+pub const MAX_PEERS: usize = 100_000;
+
+/// One change to the store, committed in one transaction, all or nothing.
+#[derive(Debug, Clone)]
+pub enum Mutation {
+    /// Creates a document in the collection named `collection` (a local block).
+    Create {
+        /// The collection's name.
+        collection: String,
+        /// The document, a JSON object.
+        document: serde_json::Value,
+    },
+    /// Updates fields of a document (counter fields: increments; a local block).
+    Update {
+        /// The document.
+        doc_id: DocId,
+        /// The fields to change, a JSON object.
+        patch: serde_json::Value,
+    },
+    /// Deletes a document (a local block).
+    Delete {
+        /// The document.
+        doc_id: DocId,
+    },
+    /// Ingests a block received from a peer (applied, or parked as pending).
+    Ingest {
+        /// The block, already verified.
+        block: VerifiedBlock,
+    },
+    /// Adds (or replaces, by name) the collections that `sdl` declares.
+    AddSchema {
+        /// GraphQL SDL.
+        sdl: String,
+    },
+    /// Sets (or replaces) a replicator. A new replicator, or one whose scope grew, gets the
+    /// catch-up marker, so it is first brought up to date by head exchange (DESIGN §4).
+    SetReplicator {
+        /// The peer.
+        peer: PeerKey,
+        /// Its scope and addresses.
+        replicator: Replicator,
+    },
+    /// Deletes a replicator with its outbox.
+    DeleteReplicator {
+        /// The peer.
+        peer: PeerKey,
+    },
+    /// Follows a collection or document.
+    Subscribe(Subscription),
+    /// Stops following a collection or document.
+    Unsubscribe(Subscription),
+    /// Drops an outbox entry once the peer acknowledged a durable commit of the document.
+    AckOutbox {
+        /// The peer.
+        peer: PeerKey,
+        /// The document.
+        doc_id: DocId,
+    },
+    /// Clears a peer's catch-up marker. Submit it when the head exchange that catches the
+    /// peer up *starts* (it reads heads after this commit), so nothing committed later is
+    /// missed: later blocks add outbox entries again.
+    ClearCatchUp {
+        /// The peer.
+        peer: PeerKey,
+    },
+    /// Remembers a peer's addresses (replacing earlier ones).
+    RememberPeer {
+        /// The peer.
+        peer: PeerKey,
+        /// Its addresses and when it was seen.
+        record: PeerRecord,
+    },
+    /// Forgets a peer's addresses.
+    ForgetPeer {
+        /// The peer.
+        peer: PeerKey,
+    },
+}
+
+/// What a durable mutation did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Committed {
+    /// A local mutation made `block` and applied it (publish it, DESIGN §4).
+    Local {
+        /// The new block.
+        block: VerifiedBlock,
+        /// What the merge did.
+        outcome: Outcome,
+    },
+    /// A received block was ingested.
+    Ingested {
+        /// What the merge did.
+        outcome: Outcome,
+    },
+    /// A metadata change; `changed` is false when it changed nothing (for instance acking an
+    /// entry that is not there).
+    Meta {
+        /// Whether anything changed.
+        changed: bool,
+    },
+}
+
+/// How a mutation failed inside a batch.
+pub(crate) enum Failure {
+    /// Refused before writing anything: only this mutation fails.
+    Refused(CommitError),
+    /// Storage failed, possibly after writes: the whole batch must roll back.
+    Abort(StorageError),
+}
+
+impl From<StorageError> for Failure {
+    fn from(e: StorageError) -> Failure {
+        Failure::Abort(e)
+    }
+}
+
+/// What the committer keeps decoded between mutations. It mirrors committed data, and is
+/// reloaded whenever a batch rolls back.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Cache {
+    pub(crate) collections: BTreeMap<CollectionId, Collection>,
+    pub(crate) replicators: BTreeMap<PeerKey, Replicator>,
+    pub(crate) nonce_seq: u64,
+}
+
+impl Cache {
+    pub(crate) fn load(tx: &(impl ReadTx + ?Sized)) -> Result<Cache, StorageError> {
+        let mut cache = Cache::default();
+        tx.scan(Table::Schema, &[], None, &mut |_, v| {
+            for c in parse_stored_schema(v)? {
+                cache.collections.insert(c.id(), c);
+            }
+            Ok(true)
+        })?;
+        tx.scan(Table::Replicators, &[], None, &mut |k, v| {
+            cache
+                .replicators
+                .insert(PeerKey(k.to_vec()), layout::decode_replicator(v)?);
+            Ok(true)
+        })?;
+        cache.nonce_seq = match tx.get(Table::Meta, META_NONCE_SEQ)? {
+            Some(v) => layout::u64_be(&v, Table::Meta)?,
+            None => 0,
+        };
+        Ok(cache)
+    }
+}
+
+pub(crate) fn parse_stored_schema(value: &[u8]) -> Result<Vec<Collection>, StorageError> {
+    let (namespace, sdl) = layout::decode_schema(value)?;
+    parse_sdl(namespace, sdl).map_err(|_| Table::Schema.corrupted())
+}
+
+/// What the committer needs besides the transaction.
+pub(crate) struct Context {
+    pub(crate) cache: Cache,
+    pub(crate) author: Author,
+    pub(crate) namespace: String,
+    pub(crate) limits: Limits,
+    pub(crate) max_outbox: u64,
+}
+
+/// Runs one mutation in `tx`. On [`Failure::Refused`] nothing was written.
+pub(crate) fn run(
+    tx: &mut dyn WriteTx,
+    cx: &mut Context,
+    mutation: &Mutation,
+) -> Result<Committed, Failure> {
+    match mutation {
+        Mutation::Create {
+            collection,
+            document,
+        } => {
+            let Some(c) = cx
+                .cache
+                .collections
+                .values()
+                .find(|c| c.name() == collection)
+            else {
+                return Err(Failure::Refused(CommitError::UnknownCollection(
+                    collection.clone(),
+                )));
+            };
+            let mut author = cx.author.clone().with_nonce_seq(cx.cache.nonce_seq);
+            let block = author
+                .create(c, document)
+                .map_err(|e| Failure::Refused(CommitError::Mutation(e)))?;
+            local(tx, cx, author, block)
+        }
+        Mutation::Update { doc_id, patch } => {
+            let (c, state) = target(tx, cx, *doc_id)?;
+            let mut author = cx.author.clone().with_nonce_seq(cx.cache.nonce_seq);
+            let block = author
+                .update(c, &state, patch)
+                .map_err(|e| Failure::Refused(CommitError::Mutation(e)))?;
+            local(tx, cx, author, block)
+        }
+        Mutation::Delete { doc_id } => {
+            let (c, state) = target(tx, cx, *doc_id)?;
+            let mut author = cx.author.clone().with_nonce_seq(cx.cache.nonce_seq);
+            let block = author
+                .delete(c, &state)
+                .map_err(|e| Failure::Refused(CommitError::Mutation(e)))?;
+            local(tx, cx, author, block)
+        }
+        Mutation::Ingest { block } => {
+            let outcome = merge(tx, cx, block)?;
+            Ok(Committed::Ingested { outcome })
+        }
+        Mutation::AddSchema { sdl } => add_schema(tx, cx, sdl),
+        Mutation::SetReplicator { peer, replicator } => set_replicator(tx, cx, peer, replicator),
+        Mutation::DeleteReplicator { peer } => delete_replicator(tx, cx, peer),
+        Mutation::Subscribe(sub) => {
+            let key = subscription_key(sub);
+            if tx.get(Table::Subscriptions, &key)?.is_some() {
+                return Ok(Committed::Meta { changed: false });
+            }
+            check_count(tx, Table::Subscriptions, "subscriptions", MAX_SUBSCRIPTIONS)?;
+            tx.put(Table::Subscriptions, &key, &[])?;
+            Ok(Committed::Meta { changed: true })
+        }
+        Mutation::Unsubscribe(sub) => {
+            let changed = tx.remove(Table::Subscriptions, &subscription_key(sub))?;
+            Ok(Committed::Meta { changed })
+        }
+        Mutation::AckOutbox { peer, doc_id } => {
+            check_peer(peer)?;
+            let changed = tx.remove(Table::Outbox, &layout::outbox_key(peer, *doc_id))?;
+            if changed {
+                let (n, catch_up) = outbox_meta(tx, peer)?;
+                let meta = layout::encode_outbox_meta(n.saturating_sub(1), catch_up);
+                tx.put(Table::OutboxMeta, &peer.0, &meta)?;
+            }
+            Ok(Committed::Meta { changed })
+        }
+        Mutation::ClearCatchUp { peer } => {
+            check_peer(peer)?;
+            let (n, catch_up) = outbox_meta(tx, peer)?;
+            if catch_up {
+                tx.put(
+                    Table::OutboxMeta,
+                    &peer.0,
+                    &layout::encode_outbox_meta(n, false),
+                )?;
+            }
+            Ok(Committed::Meta { changed: catch_up })
+        }
+        Mutation::RememberPeer { peer, record } => {
+            check_peer(peer)?;
+            check_addresses(&record.addresses)?;
+            if tx.get(Table::Peers, &peer.0)?.is_none() {
+                check_count(tx, Table::Peers, "remembered peers", MAX_PEERS)?;
+            }
+            tx.put(Table::Peers, &peer.0, &layout::encode_peer(record))?;
+            Ok(Committed::Meta { changed: true })
+        }
+        Mutation::ForgetPeer { peer } => {
+            let changed = tx.remove(Table::Peers, &peer.0)?;
+            Ok(Committed::Meta { changed })
+        }
+    }
+}
+
+/// Ingests a local block and persists the author's nonce sequence with it.
+fn local(
+    tx: &mut dyn WriteTx,
+    cx: &mut Context,
+    author: Author,
+    block: VerifiedBlock,
+) -> Result<Committed, Failure> {
+    let outcome = merge(tx, cx, &block)?;
+    if author.nonce_seq() != cx.cache.nonce_seq {
+        tx.put(
+            Table::Meta,
+            META_NONCE_SEQ,
+            &author.nonce_seq().to_be_bytes(),
+        )?;
+        cx.cache.nonce_seq = author.nonce_seq();
+    }
+    Ok(Committed::Local { block, outcome })
+}
+
+fn merge(tx: &mut dyn WriteTx, cx: &Context, block: &VerifiedBlock) -> Result<Outcome, Failure> {
+    let mut dag = Dag {
+        tx,
+        replicators: &cx.cache.replicators,
+        max_outbox: cx.max_outbox,
+    };
+    ingest(&mut dag, block, &cx.limits).map_err(|e| match e {
+        IngestError::Rejected(r) => Failure::Refused(CommitError::Rejected(r)),
+        IngestError::Store(e) => Failure::Abort(e),
+    })
+}
+
+fn target<'c>(
+    tx: &dyn WriteTx,
+    cx: &'c Context,
+    doc: DocId,
+) -> Result<(&'c Collection, DocState), Failure> {
+    let Some(state) = read_state(tx, &doc)? else {
+        return Err(Failure::Refused(CommitError::UnknownDocument(doc)));
+    };
+    let Some(c) = cx.cache.collections.get(&state.collection) else {
+        return Err(Failure::Refused(CommitError::UnknownCollection(
+            state.collection.to_string(),
+        )));
+    };
+    Ok((c, state))
+}
+
+fn add_schema(tx: &mut dyn WriteTx, cx: &mut Context, sdl: &str) -> Result<Committed, Failure> {
+    let collections =
+        parse_sdl(&cx.namespace, sdl).map_err(|e| Failure::Refused(CommitError::Schema(e)))?;
+    let mut changed = false;
+    for c in collections {
+        let value = layout::encode_schema(&cx.namespace, &c.to_sdl());
+        if tx.get(Table::Schema, c.name().as_bytes())?.as_deref() != Some(&value[..]) {
+            tx.put(Table::Schema, c.name().as_bytes(), &value)?;
+            changed = true;
+        }
+        cx.cache.collections.insert(c.id(), c);
+    }
+    Ok(Committed::Meta { changed })
+}
+
+fn set_replicator(
+    tx: &mut dyn WriteTx,
+    cx: &mut Context,
+    peer: &PeerKey,
+    replicator: &Replicator,
+) -> Result<Committed, Failure> {
+    check_peer(peer)?;
+    check_addresses(&replicator.addresses)?;
+    let scope = replicator.collections.len() + replicator.documents.len();
+    if scope > MAX_REPLICATOR_SCOPE {
+        return Err(limit("replicator scope", scope, MAX_REPLICATOR_SCOPE));
+    }
+    let old = cx.cache.replicators.get(peer);
+    if old.is_none() && cx.cache.replicators.len() >= MAX_REPLICATORS {
+        return Err(limit("replicators", MAX_REPLICATORS + 1, MAX_REPLICATORS));
+    }
+    let grew = match old {
+        None => true,
+        Some(old) => {
+            !replicator.collections.is_subset(&old.collections)
+                || !replicator.documents.is_subset(&old.documents)
+        }
+    };
+    if old == Some(replicator) {
+        return Ok(Committed::Meta { changed: false });
+    }
+    tx.put(
+        Table::Replicators,
+        &peer.0,
+        &layout::encode_replicator(replicator),
+    )?;
+    if grew {
+        let (n, _) = outbox_meta(tx, peer)?;
+        tx.put(
+            Table::OutboxMeta,
+            &peer.0,
+            &layout::encode_outbox_meta(n, true),
+        )?;
+    }
+    cx.cache
+        .replicators
+        .insert(peer.clone(), replicator.clone());
+    Ok(Committed::Meta { changed: true })
+}
+
+fn delete_replicator(
+    tx: &mut dyn WriteTx,
+    cx: &mut Context,
+    peer: &PeerKey,
+) -> Result<Committed, Failure> {
+    check_peer(peer)?;
+    let changed = tx.remove(Table::Replicators, &peer.0)?;
+    clear_outbox(tx, peer)?;
+    tx.remove(Table::OutboxMeta, &peer.0)?;
+    cx.cache.replicators.remove(peer);
+    Ok(Committed::Meta { changed })
+}
+
+/// Removes every outbox entry of `peer` (at most the cap, so bounded).
+fn clear_outbox(tx: &mut dyn WriteTx, peer: &PeerKey) -> Result<(), StorageError> {
+    let mut keys = Vec::new();
+    scan_prefix(
+        tx,
+        Table::Outbox,
+        &layout::peer_prefix(peer),
+        &mut |k, _| {
+            keys.push(k.to_vec());
+            Ok(true)
+        },
+    )?;
+    for key in keys {
+        tx.remove(Table::Outbox, &key)?;
+    }
+    Ok(())
+}
+
+fn outbox_meta(tx: &(impl ReadTx + ?Sized), peer: &PeerKey) -> Result<(u64, bool), StorageError> {
+    match tx.get(Table::OutboxMeta, &peer.0)? {
+        Some(v) => layout::decode_outbox_meta(&v),
+        None => Ok((0, false)),
+    }
+}
+
+pub(crate) fn subscription_key(sub: &Subscription) -> Vec<u8> {
+    match sub {
+        Subscription::Collection(c) => {
+            let mut key = vec![SUB_COLLECTION];
+            key.extend_from_slice(&c.0.to_bytes());
+            key
+        }
+        Subscription::Document(d) => {
+            let mut key = vec![SUB_DOCUMENT];
+            key.extend_from_slice(&d.to_bytes());
+            key
+        }
+    }
+}
+
+fn limit(what: &'static str, size: usize, max: usize) -> Failure {
+    Failure::Refused(CommitError::Limit { what, size, max })
+}
+
+fn check_peer(peer: &PeerKey) -> Result<(), Failure> {
+    if peer.0.is_empty() || peer.0.len() > MAX_PEER_KEY_LEN {
+        return Err(limit("peer key length", peer.0.len(), MAX_PEER_KEY_LEN));
+    }
+    Ok(())
+}
+
+fn check_addresses(addresses: &[Vec<u8>]) -> Result<(), Failure> {
+    if addresses.len() > MAX_ADDRESSES {
+        return Err(limit("addresses", addresses.len(), MAX_ADDRESSES));
+    }
+    if let Some(a) = addresses.iter().find(|a| a.len() > MAX_ADDRESS_LEN) {
+        return Err(limit("address length", a.len(), MAX_ADDRESS_LEN));
+    }
+    Ok(())
+}
+
+fn check_count(
+    tx: &dyn WriteTx,
+    table: Table,
+    what: &'static str,
+    max: usize,
+) -> Result<(), Failure> {
+    let n = tx.len(table)?;
+    if n >= max as u64 {
+        return Err(limit(what, max + 1, max));
+    }
+    Ok(())
+}
+
+pub(crate) fn read_state(
+    tx: &(impl ReadTx + ?Sized),
+    doc: &DocId,
+) -> Result<Option<DocState>, StorageError> {
+    match tx.get(Table::States, &doc.to_bytes())? {
+        None => Ok(None),
+        Some(v) => serde_ipld_dagcbor::from_slice(&v)
+            .map(Some)
+            .map_err(|_| Table::States.corrupted()),
+    }
+}
+
+/// The merge's view of a write transaction. `put_applied` also feeds the outboxes, so every
+/// block the merge applies — the ingested one and every pending block it releases — adds its
+/// outbox entries in the same transaction.
+struct Dag<'a> {
+    tx: &'a mut dyn WriteTx,
+    replicators: &'a BTreeMap<PeerKey, Replicator>,
+    max_outbox: u64,
+}
+
+impl Dag<'_> {
+    /// Adds `(peer, doc)` to the peer's outbox, or collapses the outbox into the catch-up
+    /// marker when it is full.
+    fn add_outbox(&mut self, peer: &PeerKey, doc: DocId) -> Result<(), StorageError> {
+        let (n, catch_up) = outbox_meta(self.tx, peer)?;
+        if catch_up {
+            // A head exchange over the whole scope is owed already; it covers this block.
+            return Ok(());
+        }
+        let key = layout::outbox_key(peer, doc);
+        if self.tx.put(Table::Outbox, &key, &[])? {
+            return Ok(());
+        }
+        if n >= self.max_outbox {
+            clear_outbox(self.tx, peer)?;
+            let meta = layout::encode_outbox_meta(0, true);
+            self.tx.put(Table::OutboxMeta, &peer.0, &meta)?;
+            return Ok(());
+        }
+        let meta = layout::encode_outbox_meta(n + 1, false);
+        self.tx.put(Table::OutboxMeta, &peer.0, &meta)?;
+        Ok(())
+    }
+}
+
+impl DagStore for Dag<'_> {
+    type Error = StorageError;
+
+    fn applied(&self, cid: &Cid) -> Result<Option<AppliedMeta>, StorageError> {
+        match self.tx.get(Table::Blocks, &cid.to_bytes())? {
+            None => Ok(None),
+            Some(v) => Ok(Some(layout::decode_block_meta(&v)?.0)),
+        }
+    }
+
+    fn pending_parents(&self, cid: &Cid) -> Result<Option<Vec<Cid>>, StorageError> {
+        match self.tx.get(Table::Pending, &cid.to_bytes())? {
+            None => Ok(None),
+            Some(v) => Ok(Some(layout::decode_pending(&v)?.0)),
+        }
+    }
+
+    fn pending_len(&self) -> Result<usize, StorageError> {
+        Ok(usize::try_from(self.tx.len(Table::Pending)?).unwrap_or(usize::MAX))
+    }
+
+    fn state(&self, doc: &DocId) -> Result<Option<DocState>, StorageError> {
+        read_state(self.tx, doc)
+    }
+
+    fn put_applied(&mut self, block: &VerifiedBlock, state: &DocState) -> Result<(), StorageError> {
+        let cid = block.cid();
+        // Paired with the re-hash on every read (TigerStyle): the bytes written are the CID's.
+        assert_eq!(
+            dag_cbor_cid(block.bytes()),
+            cid,
+            "block bytes hash to their cid"
+        );
+        let b = block.block();
+        let doc = b.delta.doc_id;
+        let value = layout::encode_block(doc, b.delta.priority, block.bytes());
+        self.tx.put(Table::Blocks, &cid.to_bytes(), &value)?;
+        let encoded = serde_ipld_dagcbor::to_vec(state).map_err(|_| Table::States.corrupted())?;
+        self.tx.put(Table::States, &doc.to_bytes(), &encoded)?;
+        let key = layout::collection_doc_key(state.collection, doc);
+        self.tx
+            .put(Table::CollectionDocs, &key, &[u8::from(state.deleted)])?;
+        let collection = state.collection;
+        let peers: Vec<PeerKey> = self
+            .replicators
+            .iter()
+            .filter(|(_, r)| r.covers(&collection, &doc))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in &peers {
+            self.add_outbox(peer, doc)?;
+        }
+        Ok(())
+    }
+
+    fn put_pending(
+        &mut self,
+        block: &VerifiedBlock,
+        waiting_on: &[Cid],
+    ) -> Result<(), StorageError> {
+        let cid = block.cid();
+        assert_eq!(
+            dag_cbor_cid(block.bytes()),
+            cid,
+            "block bytes hash to their cid"
+        );
+        let value = layout::encode_pending(&block.block().heads, block.bytes());
+        self.tx.put(Table::Pending, &cid.to_bytes(), &value)?;
+        for parent in waiting_on {
+            self.tx
+                .put(Table::Waiting, &layout::waiting_key(parent, &cid), &[])?;
+        }
+        Ok(())
+    }
+
+    fn take_waiting(&mut self, parent: &Cid) -> Result<Vec<Cid>, StorageError> {
+        let prefix = parent.to_bytes();
+        let mut keys = Vec::new();
+        scan_prefix(self.tx, Table::Waiting, &prefix, &mut |k, _| {
+            keys.push(k.to_vec());
+            Ok(true)
+        })?;
+        let mut children = Vec::with_capacity(keys.len());
+        for key in keys {
+            children.push(layout::cid_from(&key[prefix.len()..], Table::Waiting)?);
+            self.tx.remove(Table::Waiting, &key)?;
+        }
+        Ok(children)
+    }
+
+    fn take_pending(&mut self, cid: &Cid) -> Result<Option<VerifiedBlock>, StorageError> {
+        let key = cid.to_bytes();
+        let Some(v) = self.tx.get(Table::Pending, &key)? else {
+            return Ok(None);
+        };
+        self.tx.remove(Table::Pending, &key)?;
+        let (_, bytes) = layout::decode_pending(&v)?;
+        VerifiedBlock::decode(bytes, Some(cid))
+            .map(Some)
+            .map_err(|_| StorageError::Corrupted { cid: *cid })
+    }
+}

@@ -1,0 +1,505 @@
+//! Unit tests over both backends, and the ones that reach into the memory backend.
+
+use hypha_crdt::{Author, DocId, Replica, parse_sdl};
+use serde_json::json;
+
+use crate::layout::Table;
+use crate::*;
+
+const SDL: &str = "type Books { name: String rating: Float likes: Int @crdt(type: pncounter) }";
+
+fn config() -> Config {
+    Config::new(Author::unsigned([1; 32]))
+}
+
+fn stores() -> Vec<(Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let redb = Store::open(dir.path().join("s.redb"), config()).unwrap();
+    vec![(Store::memory(config()).unwrap(), None), (redb, Some(dir))]
+}
+
+fn with_schema(store: &Store) {
+    store
+        .commit(Mutation::AddSchema { sdl: SDL.into() })
+        .unwrap();
+}
+
+fn create(store: &Store, name: &str) -> (DocId, hypha_crdt::VerifiedBlock) {
+    let r = store
+        .commit(Mutation::Create {
+            collection: "Books".into(),
+            document: json!({"name": name}),
+        })
+        .unwrap();
+    let Committed::Local { block, .. } = r.committed else {
+        panic!("not local: {r:?}")
+    };
+    (block.doc_id(), block)
+}
+
+fn peer(n: u8) -> PeerKey {
+    PeerKey(vec![n; 8])
+}
+
+fn books(store: &Store) -> hypha_crdt::CollectionId {
+    store.collection("Books").unwrap().unwrap().id()
+}
+
+#[test]
+fn create_commits_block_state_heads_and_index() {
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        let (doc, block) = create(&store, "Dune");
+        let state = store.state(&doc).unwrap().unwrap();
+        assert_eq!(state.heads, vec![block.cid()]);
+        assert_eq!(store.block(&block.cid()).unwrap().unwrap(), block);
+        assert_eq!(
+            store.block_bytes(&block.cid()).unwrap().unwrap(),
+            block.bytes()
+        );
+        assert_eq!(
+            store.documents(books(&store), false, None, 10).unwrap(),
+            vec![doc]
+        );
+        assert_eq!(store.document(&doc).unwrap().unwrap()["name"], "Dune");
+        let stats = store.stats().unwrap();
+        assert_eq!(
+            (stats.blocks, stats.documents, stats.collections),
+            (1, 1, 1)
+        );
+    }
+}
+
+#[test]
+fn update_and_delete_move_heads_and_index() {
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        let (doc, genesis) = create(&store, "Dune");
+        let r = store
+            .commit(Mutation::Update {
+                doc_id: doc,
+                patch: json!({"likes": 2}),
+            })
+            .unwrap();
+        let Committed::Local { block: update, .. } = r.committed else {
+            panic!()
+        };
+        assert_eq!(update.block().heads, vec![genesis.cid()]);
+        assert_eq!(
+            store.state(&doc).unwrap().unwrap().heads,
+            vec![update.cid()]
+        );
+        assert_eq!(
+            store.nonce_seq().unwrap(),
+            1,
+            "a counter increment uses a nonce"
+        );
+        store.commit(Mutation::Delete { doc_id: doc }).unwrap();
+        assert!(store.state(&doc).unwrap().unwrap().deleted);
+        assert!(
+            store
+                .documents(books(&store), false, None, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            store.documents(books(&store), true, None, 10).unwrap(),
+            vec![doc]
+        );
+        let (history, more) = store.history(&doc, 10).unwrap();
+        assert_eq!(history.len(), 3);
+        assert!(!more);
+        let (history, more) = store.history(&doc, 2).unwrap();
+        assert_eq!((history.len(), more), (2, true));
+    }
+}
+
+#[test]
+fn refused_mutations_write_nothing() {
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        let (doc, _) = create(&store, "Dune");
+        let before = store.stats().unwrap();
+        let state = store.state(&doc).unwrap();
+        let errors = [
+            store.commit(Mutation::Create {
+                collection: "Nope".into(),
+                document: json!({}),
+            }),
+            store.commit(Mutation::Update {
+                doc_id: doc,
+                patch: json!({"rating": "x"}),
+            }),
+            store.commit(Mutation::Update {
+                doc_id: DocId::from_bytes([9; 16]),
+                patch: json!({"name": "a"}),
+            }),
+            store.commit(Mutation::AddSchema {
+                sdl: "type {".into(),
+            }),
+            store.commit(Mutation::RememberPeer {
+                peer: PeerKey(vec![]),
+                record: PeerRecord {
+                    addresses: vec![],
+                    last_seen: 0,
+                },
+            }),
+        ];
+        assert!(matches!(errors[0], Err(CommitError::UnknownCollection(_))));
+        assert!(matches!(errors[1], Err(CommitError::Mutation(_))));
+        assert!(matches!(errors[2], Err(CommitError::UnknownDocument(_))));
+        assert!(matches!(errors[3], Err(CommitError::Schema(_))));
+        assert!(matches!(errors[4], Err(CommitError::Limit { .. })));
+        let after = store.stats().unwrap();
+        assert_eq!(
+            (after.blocks, after.documents, after.peers),
+            (before.blocks, before.documents, 0)
+        );
+        assert_eq!(after.refused, before.refused + 5);
+        assert_eq!(store.state(&doc).unwrap(), state);
+    }
+}
+
+#[test]
+fn rejected_block_writes_nothing_and_fails_alone() {
+    let schema = parse_sdl("hypha", SDL).unwrap();
+    let mut remote = Replica::new(schema, Author::unsigned([2; 32]));
+    let (doc, genesis) = remote.create("Books", &json!({"name": "Dune"})).unwrap();
+    let update = remote.update(doc, &json!({"name": "Dune 2"})).unwrap();
+    // A pending set of size 0 refuses any block that must wait.
+    let store = Store::memory(config().with_limits(hypha_crdt::Limits {
+        max_pending: 0,
+        max_walk: 10,
+    }))
+    .unwrap();
+    with_schema(&store);
+    let refused = store.submit(Mutation::Ingest {
+        block: update.clone(),
+    });
+    let ok = store.submit(Mutation::Ingest {
+        block: genesis.clone(),
+    });
+    assert!(matches!(refused.wait(), Err(CommitError::Rejected(_))));
+    ok.wait().unwrap();
+    assert!(!store.contains(&update.cid()).unwrap());
+    assert_eq!(store.stats().unwrap().pending, 0);
+}
+
+#[test]
+fn received_blocks_wait_as_pending_and_cascade_into_outboxes() {
+    let schema = parse_sdl("hypha", SDL).unwrap();
+    let mut remote = Replica::new(schema, Author::unsigned([2; 32]));
+    let (doc, genesis) = remote.create("Books", &json!({"name": "Dune"})).unwrap();
+    let u1 = remote.update(doc, &json!({"likes": 1})).unwrap();
+    let u2 = remote.update(doc, &json!({"likes": 1})).unwrap();
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        let rep = Replicator {
+            collections: [books(&store)].into(),
+            ..Default::default()
+        };
+        store
+            .commit(Mutation::SetReplicator {
+                peer: peer(1),
+                replicator: rep,
+            })
+            .unwrap();
+        store
+            .commit(Mutation::ClearCatchUp { peer: peer(1) })
+            .unwrap();
+        for b in [&u2, &u1] {
+            let r = store.commit(Mutation::Ingest { block: b.clone() }).unwrap();
+            assert!(matches!(
+                r.committed,
+                Committed::Ingested {
+                    outcome: hypha_crdt::Outcome::Pending { .. }
+                }
+            ));
+        }
+        assert_eq!(store.stats().unwrap().pending, 2);
+        assert!(store.outbox(&peer(1), 10).unwrap().documents.is_empty());
+        assert!(store.verify_blocks().unwrap() == 2);
+        let r = store
+            .commit(Mutation::Ingest {
+                block: genesis.clone(),
+            })
+            .unwrap();
+        let Committed::Ingested {
+            outcome: hypha_crdt::Outcome::Applied { applied, .. },
+        } = r.committed
+        else {
+            panic!()
+        };
+        assert_eq!(applied.len(), 3);
+        let stats = store.stats().unwrap();
+        assert_eq!((stats.pending, stats.blocks), (0, 3));
+        assert_eq!(store.state(&doc).unwrap(), remote.state(doc).cloned());
+        assert_eq!(store.outbox(&peer(1), 10).unwrap().documents, vec![doc]);
+        assert_eq!(store.document(&doc).unwrap().unwrap()["likes"], 2);
+    }
+}
+
+#[test]
+fn outbox_holds_one_entry_per_document_and_acks_drop_it() {
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        let (doc, _) = create(&store, "Dune");
+        let rep = Replicator {
+            documents: [doc].into(),
+            ..Default::default()
+        };
+        store
+            .commit(Mutation::SetReplicator {
+                peer: peer(1),
+                replicator: rep,
+            })
+            .unwrap();
+        assert!(
+            store.outbox(&peer(1), 10).unwrap().catch_up,
+            "a new replicator catches up first"
+        );
+        store
+            .commit(Mutation::ClearCatchUp { peer: peer(1) })
+            .unwrap();
+        for _ in 0..3 {
+            store
+                .commit(Mutation::Update {
+                    doc_id: doc,
+                    patch: json!({"likes": 1}),
+                })
+                .unwrap();
+        }
+        let (other, _) = create(&store, "Emma");
+        let outbox = store.outbox(&peer(1), 10).unwrap();
+        assert_eq!(
+            (outbox.documents, outbox.len, outbox.catch_up),
+            (vec![doc], 1, false)
+        );
+        assert!(
+            store
+                .outbox(&peer(1), 10)
+                .unwrap()
+                .documents
+                .iter()
+                .all(|d| *d != other)
+        );
+        let r = store
+            .commit(Mutation::AckOutbox {
+                peer: peer(1),
+                doc_id: doc,
+            })
+            .unwrap();
+        assert_eq!(r.committed, Committed::Meta { changed: true });
+        assert_eq!(store.outbox(&peer(1), 10).unwrap(), Outbox::default());
+    }
+}
+
+#[test]
+fn outbox_collapses_into_catch_up_marker_past_its_cap() {
+    let store = Store::memory(config().with_max_outbox_per_peer(3)).unwrap();
+    with_schema(&store);
+    let rep = Replicator {
+        collections: [books(&store)].into(),
+        ..Default::default()
+    };
+    store
+        .commit(Mutation::SetReplicator {
+            peer: peer(1),
+            replicator: rep,
+        })
+        .unwrap();
+    store
+        .commit(Mutation::ClearCatchUp { peer: peer(1) })
+        .unwrap();
+    for i in 0..3 {
+        create(&store, &format!("b{i}"));
+    }
+    let outbox = store.outbox(&peer(1), 10).unwrap();
+    assert_eq!((outbox.documents.len(), outbox.catch_up), (3, false));
+    create(&store, "b3");
+    let outbox = store.outbox(&peer(1), 10).unwrap();
+    assert_eq!(
+        (outbox.documents.len(), outbox.len, outbox.catch_up),
+        (0, 0, true)
+    );
+    create(&store, "b4");
+    assert_eq!(
+        store.outbox(&peer(1), 10).unwrap().documents.len(),
+        0,
+        "marker covers it"
+    );
+    store
+        .commit(Mutation::ClearCatchUp { peer: peer(1) })
+        .unwrap();
+    let (doc, _) = create(&store, "b5");
+    assert_eq!(store.outbox(&peer(1), 10).unwrap().documents, vec![doc]);
+}
+
+#[test]
+fn metadata_round_trips() {
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        let doc = DocId::from_bytes([3; 16]);
+        let rep = Replicator {
+            collections: [books(&store)].into(),
+            documents: [doc].into(),
+            addresses: vec![b"/ip4/1".to_vec()],
+        };
+        store
+            .commit(Mutation::SetReplicator {
+                peer: peer(1),
+                replicator: rep.clone(),
+            })
+            .unwrap();
+        assert_eq!(store.replicators().unwrap().get(&peer(1)), Some(&rep));
+        store
+            .commit(Mutation::Subscribe(Subscription::Collection(books(&store))))
+            .unwrap();
+        store
+            .commit(Mutation::Subscribe(Subscription::Document(doc)))
+            .unwrap();
+        let again = store
+            .commit(Mutation::Subscribe(Subscription::Document(doc)))
+            .unwrap();
+        assert_eq!(again.committed, Committed::Meta { changed: false });
+        let subs = store.subscriptions().unwrap();
+        assert_eq!((subs.collections.len(), subs.documents.len()), (1, 1));
+        store
+            .commit(Mutation::Unsubscribe(Subscription::Document(doc)))
+            .unwrap();
+        assert!(store.subscriptions().unwrap().documents.is_empty());
+        let record = PeerRecord {
+            addresses: vec![b"a".to_vec(), b"b".to_vec()],
+            last_seen: 42,
+        };
+        store
+            .commit(Mutation::RememberPeer {
+                peer: peer(2),
+                record: record.clone(),
+            })
+            .unwrap();
+        assert_eq!(store.peer(&peer(2)).unwrap(), Some(record));
+        assert_eq!(store.peers().unwrap().len(), 1);
+        store
+            .commit(Mutation::ForgetPeer { peer: peer(2) })
+            .unwrap();
+        assert_eq!(store.peer(&peer(2)).unwrap(), None);
+        store
+            .commit(Mutation::DeleteReplicator { peer: peer(1) })
+            .unwrap();
+        assert!(store.replicators().unwrap().is_empty());
+        assert_eq!(store.outbox(&peer(1), 10).unwrap(), Outbox::default());
+    }
+}
+
+#[test]
+fn corrupted_block_is_an_error_not_data() {
+    let store = Store::memory(config()).unwrap();
+    with_schema(&store);
+    let (doc, block) = create(&store, "Dune");
+    store.memory_backend().with_raw(Table::Blocks, |map| {
+        let v = map.get_mut(&block.cid().to_bytes()).unwrap();
+        let last = v.len() - 1;
+        v[last] ^= 0x01;
+    });
+    let cid = block.cid();
+    assert!(matches!(store.block(&cid), Err(ReadError::Corrupted { cid: c }) if c == cid));
+    assert!(matches!(
+        store.block_bytes(&cid),
+        Err(ReadError::Corrupted { .. })
+    ));
+    assert!(matches!(
+        store.verify_blocks(),
+        Err(ReadError::Corrupted { .. })
+    ));
+    assert!(matches!(
+        store.history(&doc, 10),
+        Err(ReadError::Corrupted { .. })
+    ));
+}
+
+#[test]
+fn storage_failure_rolls_back_the_whole_batch() {
+    let store = Store::memory(config()).unwrap();
+    with_schema(&store);
+    let (doc, _) = create(&store, "Dune");
+    let rep = Replicator {
+        documents: [doc].into(),
+        ..Default::default()
+    };
+    store
+        .memory_backend()
+        .fail_next_commit
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let r = store.commit(Mutation::SetReplicator {
+        peer: peer(1),
+        replicator: rep.clone(),
+    });
+    assert!(matches!(
+        r,
+        Err(CommitError::Storage(StorageError::Injected))
+    ));
+    assert!(store.replicators().unwrap().is_empty());
+    // The committer's cache was reloaded: the replicator is not half-set.
+    store
+        .commit(Mutation::Update {
+            doc_id: doc,
+            patch: json!({"likes": 1}),
+        })
+        .unwrap();
+    assert_eq!(store.outbox(&peer(1), 10).unwrap(), Outbox::default());
+    assert_eq!(store.stats().unwrap().failed_batches, 1);
+}
+
+#[test]
+fn concurrent_writers_share_durable_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path().join("s.redb"), config()).unwrap());
+    with_schema(&store);
+    let before = store.stats().unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let store = std::sync::Arc::clone(&store);
+            std::thread::spawn(move || {
+                for i in 0..25 {
+                    store
+                        .commit(Mutation::Create {
+                            collection: "Books".into(),
+                            document: json!({"name": format!("{t}-{i}")}),
+                        })
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.mutations - before.mutations, 200);
+    assert!(
+        stats.commits - before.commits < 200,
+        "group commit shared fsyncs: {stats:?}"
+    );
+}
+
+#[test]
+fn try_submit_reports_busy_when_queue_is_full() {
+    let store = Store::memory(config().with_queue_capacity(1)).unwrap();
+    let mut tickets = Vec::new();
+    // Holding the maps' lock stalls the committer, so the queue (capacity 1) fills up.
+    let busy = store.memory_backend().with_raw(Table::Meta, |_| {
+        for _ in 0..3 {
+            match store.try_submit(Mutation::ForgetPeer { peer: peer(1) }) {
+                Ok(t) => tickets.push(t),
+                Err(CommitError::Busy) => return true,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        false
+    });
+    for t in tickets {
+        t.wait().unwrap();
+    }
+    assert!(busy);
+}
