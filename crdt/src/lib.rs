@@ -43,6 +43,8 @@ mod author;
 pub mod block;
 pub mod cid;
 pub mod document;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod history;
 mod memory;
 pub mod merge;
