@@ -135,11 +135,33 @@ pub struct Block {
 /// The only ways to get one are [`Block::encode`], [`Block::sign`] and [`VerifiedBlock::decode`],
 /// so holding one means: the bytes are canonical DAG-CBOR, the CID is theirs, the structure is
 /// valid, and the signature (if any) verifies.
-#[derive(Debug, Clone, PartialEq)]
-pub struct VerifiedBlock {
+///
+/// Cloning is cheap (a reference count): blocks are shared between the merge, stores and
+/// protocol queues without copying their bytes.
+#[derive(Debug, Clone)]
+pub struct VerifiedBlock(std::sync::Arc<Verified>);
+
+#[derive(Debug)]
+struct Verified {
     cid: Cid,
     bytes: Vec<u8>,
     block: Block,
+}
+
+impl PartialEq for VerifiedBlock {
+    /// Two verified blocks are equal when their CIDs are: the CID was checked to be the hash
+    /// of the bytes, and the block was decoded from them.
+    fn eq(&self, other: &VerifiedBlock) -> bool {
+        self.0.cid == other.0.cid
+    }
+}
+
+impl Eq for VerifiedBlock {}
+
+impl VerifiedBlock {
+    fn new(cid: Cid, bytes: Vec<u8>, block: Block) -> VerifiedBlock {
+        VerifiedBlock(std::sync::Arc::new(Verified { cid, bytes, block }))
+    }
 }
 
 /// Why bytes are not a valid block.
@@ -186,11 +208,7 @@ impl Block {
         self.signature = None;
         self.validate()?;
         let bytes = encode_checked(&self)?;
-        Ok(VerifiedBlock {
-            cid: dag_cbor_cid(&bytes),
-            bytes,
-            block: self,
-        })
+        Ok(VerifiedBlock::new(dag_cbor_cid(&bytes), bytes, self))
     }
 
     /// Encodes the block signed by `key`.
@@ -214,11 +232,7 @@ impl Block {
             serde_ipld_dagcbor::to_vec(&self).ok().as_deref(),
             Some(&bytes[..])
         );
-        Ok(VerifiedBlock {
-            cid: dag_cbor_cid(&bytes),
-            bytes,
-            block: self,
-        })
+        Ok(VerifiedBlock::new(dag_cbor_cid(&bytes), bytes, self))
     }
 
     /// Checks the rules that need no other block: sorted distinct block-CID parents, limits,
@@ -351,36 +365,27 @@ impl VerifiedBlock {
             key.verify_strict(&message, &signature)
                 .map_err(|_| BlockError::SignatureInvalid)?;
         }
-        Ok(VerifiedBlock {
-            cid,
-            bytes: bytes.to_vec(),
-            block,
-        })
+        Ok(VerifiedBlock::new(cid, bytes.to_vec(), block))
     }
 
     /// The block's CID.
     pub fn cid(&self) -> Cid {
-        self.cid
+        self.0.cid
     }
 
     /// The block's canonical bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.bytes
+        &self.0.bytes
     }
 
     /// The decoded block.
     pub fn block(&self) -> &Block {
-        &self.block
+        &self.0.block
     }
 
     /// The document the block changes.
     pub fn doc_id(&self) -> DocId {
-        self.block.delta.doc_id
-    }
-
-    /// Splits into CID, bytes and block.
-    pub fn into_parts(self) -> (Cid, Vec<u8>, Block) {
-        (self.cid, self.bytes, self.block)
+        self.0.block.delta.doc_id
     }
 }
 

@@ -72,3 +72,54 @@ pub fn history<S: BlockSource>(
     }
     Ok((out, false))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::{Author, Replica, parse_sdl};
+
+    #[test]
+    fn walks_newest_first_each_block_once_and_stops_at_the_limit() {
+        let schema = parse_sdl("hypha", "type U { a: Int }").unwrap();
+        let mut x = Replica::new(schema.clone(), Author::unsigned([1; 32]));
+        let mut y = Replica::new(schema, Author::unsigned([2; 32]));
+        let (doc, genesis) = x.create("U", &json!({"a": 0})).unwrap();
+        y.ingest(&genesis).unwrap();
+        // Two branches of depth 3 that merge: a diamond-shaped history of 8 blocks.
+        let mut made = vec![genesis];
+        for i in 1..=3 {
+            made.push(x.update(doc, &json!({"a": i})).unwrap());
+            made.push(y.update(doc, &json!({"a": -i})).unwrap());
+        }
+        for block in &made {
+            x.ingest(block).unwrap();
+        }
+        made.push(x.update(doc, &json!({"a": 100})).unwrap());
+        let heads = x.state(doc).unwrap().heads.clone();
+        let (walk, truncated) = history(x.dag(), &heads, 100).unwrap();
+        assert!(!truncated);
+        assert_eq!(walk.len(), made.len());
+        let priorities: Vec<u64> = walk.iter().map(|b| b.block().delta.priority).collect();
+        assert!(
+            priorities.windows(2).all(|w| w[0] >= w[1]),
+            "newest first: {priorities:?}"
+        );
+        assert_eq!(walk.last().unwrap().cid(), made[0].cid());
+        let (walk, truncated) = history(x.dag(), &heads, 3).unwrap();
+        assert!(truncated);
+        assert_eq!(walk.len(), 3);
+    }
+
+    #[test]
+    fn a_missing_block_is_an_error() {
+        let schema = parse_sdl("hypha", "type U { a: Int }").unwrap();
+        let mut x = Replica::new(schema.clone(), Author::unsigned([1; 32]));
+        let (doc, _) = x.create("U", &json!({"a": 0})).unwrap();
+        let update = x.update(doc, &json!({"a": 1})).unwrap();
+        let empty = crate::MemoryDag::new();
+        let err = history(&empty, &[update.cid()], 10).unwrap_err();
+        assert!(matches!(err, HistoryError::Missing(cid) if cid == update.cid()));
+    }
+}
