@@ -1,1 +1,208 @@
-fn main() {}
+//! Durable ingest throughput (DESIGN §8): full mutations through the group-committed store
+//! against raw redb inserts of the same bytes with the same commit boundaries, and mutations
+//! per second with one durable commit each.
+//!
+//! `cargo bench -p hypha-store --bench ingest`; `HYPHA_BENCH_MUTATIONS` (default 1,000,000)
+//! and `HYPHA_BENCH_SINGLE` (default 3,000) shrink it for a smoke run.
+
+#[path = "../../crdt/benches/report.rs"]
+mod report;
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use hypha_crdt::{Author, Replica, VerifiedBlock, parse_sdl};
+use hypha_store::{Committed, Config, Mutation, PeerKey, Replicator, Store};
+use serde_json::json;
+
+const SDL: &str = "type Books { name: String rating: Float likes: Int @crdt(type: pncounter) }";
+const DOCUMENTS: usize = 10_000;
+
+fn main() {
+    let n: usize = env_or("HYPHA_BENCH_MUTATIONS", 1_000_000);
+    let single: usize = env_or("HYPHA_BENCH_SINGLE", 3_000);
+    let mut report = report::Report::new();
+    let dir = tempfile::tempdir().expect("temp dir");
+
+    eprintln!("generating {n} blocks over {DOCUMENTS} documents…");
+    let blocks = generate(n);
+
+    // (a) ours: every block is received and ingested as one full mutation.
+    let store = open(&dir.path().join("ours.redb"));
+    let mutations: Vec<Mutation> = blocks
+        .iter()
+        .map(|b| Mutation::Ingest { block: b.clone() })
+        .collect();
+    let before = store.stats().expect("stats");
+    let start = Instant::now();
+    let mut tickets = VecDeque::new();
+    let mut batches: Vec<usize> = Vec::new();
+    let mut last_commit = 0;
+    let mut record = |commit: u64, batches: &mut Vec<usize>| {
+        if commit != last_commit {
+            batches.push(0);
+            last_commit = commit;
+        }
+        // invariant: a batch was pushed for the first commit seen.
+        *batches.last_mut().expect("a batch") += 1;
+    };
+    for m in mutations {
+        tickets.push_back(store.submit(m));
+        if tickets.len() > 16_384 {
+            let r = tickets
+                .pop_front()
+                .expect("non-empty")
+                .wait()
+                .expect("durable");
+            record(r.commit, &mut batches);
+        }
+    }
+    for t in tickets {
+        let r = t.wait().expect("durable");
+        record(r.commit, &mut batches);
+    }
+    let ours = start.elapsed();
+    let stats = store.stats().expect("stats");
+    assert_eq!(stats.blocks as usize, n);
+    assert_eq!(
+        stats.outbox_entries as usize,
+        DOCUMENTS.min(n),
+        "one outbox entry per document"
+    );
+    let commits = stats.commits - before.commits;
+    assert_eq!(commits as usize, batches.len());
+    drop(store);
+
+    // Raw redb: the same block bytes under their CIDs, with the same commit boundaries.
+    let raw = raw_redb(&dir.path().join("raw.redb"), &blocks, &batches);
+
+    // (b) one durable commit per mutation.
+    let store = open(&dir.path().join("single.redb"));
+    let Committed::Local { block, .. } = store
+        .commit(Mutation::Create {
+            collection: "Books".into(),
+            document: json!({"name": "x"}),
+        })
+        .expect("create")
+        .committed
+    else {
+        unreachable!("a create is local")
+    };
+    let doc = block.doc_id();
+    let start = Instant::now();
+    for i in 0..single {
+        store
+            .commit(Mutation::Update {
+                doc_id: doc,
+                patch: json!({"likes": 1, "rating": i as f64}),
+            })
+            .expect("update");
+    }
+    let single_rate = single as f64 / start.elapsed().as_secs_f64();
+
+    let ours_rate = n as f64 / ours.as_secs_f64();
+    let raw_rate = n as f64 / raw.as_secs_f64();
+    report.note(format!(
+        "{n} mutations in {commits} durable commits (mean batch {:.0}); ours {:.2} s, raw redb {:.2} s",
+        n as f64 / commits as f64,
+        ours.as_secs_f64(),
+        raw.as_secs_f64()
+    ));
+    report.add("ingest_group_commit_per_s", ours_rate, "mutations/s");
+    report.add("ingest_raw_redb_per_s", raw_rate, "inserts/s");
+    report.add("ingest_commits", commits as f64, "commits");
+    report.add("ingest_single_commit_per_s", single_rate, "ops/s");
+    report.add("ingest_vs_redb_ratio", ours_rate / raw_rate, "x");
+    report.finish("ingest");
+}
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `n` blocks of a remote replica: creates, then LWW updates and counter increments spread
+/// round-robin over the documents, in causal order.
+fn generate(n: usize) -> Vec<VerifiedBlock> {
+    let schema = parse_sdl("hypha", SDL).expect("sdl");
+    let mut remote = Replica::new(schema, Author::unsigned([9; 32]));
+    let mut docs = Vec::with_capacity(DOCUMENTS);
+    let mut blocks = Vec::with_capacity(n);
+    for i in 0..n {
+        let block = if docs.len() < DOCUMENTS {
+            let (doc, block) = remote
+                .create(
+                    "Books",
+                    &json!({"name": format!("book {i}"), "rating": 1.0}),
+                )
+                .expect("create");
+            docs.push(doc);
+            block
+        } else {
+            let doc = docs[i % DOCUMENTS];
+            let patch = if i % 2 == 0 {
+                json!({"name": format!("book {i}")})
+            } else {
+                json!({"likes": 1})
+            };
+            remote.update(doc, &patch).expect("update")
+        };
+        blocks.push(block);
+    }
+    blocks
+}
+
+fn open(path: &std::path::Path) -> Store {
+    let store = Store::open(path, Config::new(Author::unsigned([1; 32]))).expect("open");
+    store
+        .commit(Mutation::AddSchema { sdl: SDL.into() })
+        .expect("schema");
+    let books = store
+        .collection("Books")
+        .expect("read")
+        .expect("declared")
+        .id();
+    let peer = PeerKey(b"replica".to_vec());
+    let replicator = Replicator {
+        collections: [books].into(),
+        ..Replicator::default()
+    };
+    store
+        .commit(Mutation::SetReplicator {
+            peer: peer.clone(),
+            replicator,
+        })
+        .expect("replicator");
+    store
+        .commit(Mutation::ClearCatchUp { peer })
+        .expect("clear");
+    store
+}
+
+fn raw_redb(
+    path: &std::path::Path,
+    blocks: &[VerifiedBlock],
+    batches: &[usize],
+) -> std::time::Duration {
+    let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("blocks");
+    let db = redb::Database::create(path).expect("raw redb");
+    let start = Instant::now();
+    let mut at = 0;
+    for &size in batches {
+        let mut txn = db.begin_write().expect("begin");
+        txn.set_durability(redb::Durability::Immediate)
+            .expect("durability");
+        {
+            let mut t = txn.open_table(table).expect("table");
+            for b in &blocks[at..at + size] {
+                t.insert(&b.cid().to_bytes()[..], b.bytes())
+                    .expect("insert");
+            }
+        }
+        txn.commit().expect("commit");
+        at += size;
+    }
+    start.elapsed()
+}

@@ -510,7 +510,8 @@ impl Dag<'_> {
             return Ok(());
         }
         let key = layout::outbox_key(peer, doc);
-        if self.tx.put(Table::Outbox, &key, &[])? {
+        // Reads before writes: an entry already owed is not rewritten (no page dirtied).
+        if self.tx.get(Table::Outbox, &key)?.is_some() {
             return Ok(());
         }
         if n >= self.max_outbox {
@@ -519,6 +520,7 @@ impl Dag<'_> {
             self.tx.put(Table::OutboxMeta, &peer.0, &meta)?;
             return Ok(());
         }
+        self.tx.put(Table::Outbox, &key, &[])?;
         let meta = layout::encode_outbox_meta(n + 1, false);
         self.tx.put(Table::OutboxMeta, &peer.0, &meta)?;
         Ok(())
@@ -564,9 +566,13 @@ impl DagStore for Dag<'_> {
         self.tx.put(Table::Blocks, &cid.to_bytes(), &value)?;
         let encoded = serde_ipld_dagcbor::to_vec(state).map_err(|_| Table::States.corrupted())?;
         self.tx.put(Table::States, &doc.to_bytes(), &encoded)?;
+        // Only a create or a delete changes the index entry; skipping unchanged writes keeps
+        // the pages a batch dirties (and so the bytes each commit writes) few.
         let key = layout::collection_doc_key(state.collection, doc);
-        self.tx
-            .put(Table::CollectionDocs, &key, &[u8::from(state.deleted)])?;
+        let flag = [u8::from(state.deleted)];
+        if self.tx.get(Table::CollectionDocs, &key)?.as_deref() != Some(&flag[..]) {
+            self.tx.put(Table::CollectionDocs, &key, &flag)?;
+        }
         let collection = state.collection;
         let peers: Vec<PeerKey> = self
             .replicators
