@@ -14,6 +14,9 @@ use redb::{ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _
 use crate::error::StorageError;
 use crate::layout::Table;
 
+/// A scan's visitor: gets each key and value, returns whether to go on.
+pub(crate) type Visit<'a> = &'a mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError>;
+
 /// Reads inside one transaction.
 pub(crate) trait ReadTx {
     /// The value under `key`.
@@ -25,7 +28,7 @@ pub(crate) trait ReadTx {
         table: Table,
         from: &[u8],
         to: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+        visit: Visit<'_>,
     ) -> Result<(), StorageError>;
     /// How many entries `table` holds.
     fn len(&self, table: Table) -> Result<u64, StorageError>;
@@ -56,7 +59,7 @@ pub(crate) fn scan_prefix(
     tx: &(impl ReadTx + ?Sized),
     table: Table,
     prefix: &[u8],
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+    visit: Visit<'_>,
 ) -> Result<(), StorageError> {
     let end = prefix_end(prefix);
     tx.scan(table, prefix, end.as_deref(), visit)
@@ -65,7 +68,7 @@ pub(crate) fn scan_prefix(
 /// One of the two backends.
 pub(crate) enum Backend {
     Redb(redb::Database),
-    Memory(Memory),
+    Memory(Box<Memory>),
 }
 
 impl Backend {
@@ -175,7 +178,7 @@ impl ReadTx for RedbRead {
         table: Table,
         from: &[u8],
         to: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+        visit: Visit<'_>,
     ) -> Result<(), StorageError> {
         redb_scan(&self.table(table)?, from, to, visit)
     }
@@ -189,7 +192,7 @@ fn redb_scan(
     t: &impl redb::ReadableTable<Bytes, Bytes>,
     from: &[u8],
     to: Option<&[u8]>,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+    visit: Visit<'_>,
 ) -> Result<(), StorageError> {
     let end = match to {
         Some(to) => Bound::Excluded(to),
@@ -235,7 +238,7 @@ impl ReadTx for RedbWrite<'_> {
         table: Table,
         from: &[u8],
         to: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+        visit: Visit<'_>,
     ) -> Result<(), StorageError> {
         redb_scan(&self.tables[table.index()], from, to, visit)
     }
@@ -304,7 +307,7 @@ fn mem_scan(
     map: &BTreeMap<Vec<u8>, Vec<u8>>,
     from: &[u8],
     to: Option<&[u8]>,
-    visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+    visit: Visit<'_>,
 ) -> Result<(), StorageError> {
     let end = match to {
         Some(to) => Bound::Excluded(to),
@@ -328,7 +331,7 @@ impl ReadTx for MemRead<'_> {
         table: Table,
         from: &[u8],
         to: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+        visit: Visit<'_>,
     ) -> Result<(), StorageError> {
         mem_scan(&self.tables[table.index()], from, to, visit)
     }
@@ -370,7 +373,7 @@ impl ReadTx for MemWrite<'_> {
         table: Table,
         from: &[u8],
         to: Option<&[u8]>,
-        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StorageError>,
+        visit: Visit<'_>,
     ) -> Result<(), StorageError> {
         mem_scan(&self.tables[table.index()], from, to, visit)
     }

@@ -259,7 +259,7 @@ impl Store {
     /// [`OpenError::Thread`] if the committer thread cannot be started.
     pub fn memory(config: Config) -> Result<Store, OpenError> {
         Store::start(
-            Backend::Memory(backend::Memory::default()),
+            Backend::Memory(Box::default()),
             config,
             PathBuf::from(":memory:"),
         )
