@@ -465,10 +465,36 @@ mod peers {
 
 // ---- the run ----
 
+/// Which sections run (`HYPHA_BENCH_ONLY=w1,w2,w3,cid,signed,apply`, default all) and whether
+/// the peers run (`HYPHA_BENCH_PEERS=0` skips them in a `peers` build, e.g. for profiling).
+struct Run {
+    c: Counts,
+    only: Option<Vec<String>>,
+    peers: bool,
+}
+
+impl Run {
+    fn runs(&self, section: &str) -> bool {
+        self.only
+            .as_ref()
+            .is_none_or(|only| only.iter().any(|s| s == section))
+    }
+}
+
 fn main() {
     let (c, scale) = Counts::from_env();
+    let only = std::env::var("HYPHA_BENCH_ONLY")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.split(',').map(|x| x.trim().to_lowercase()).collect());
+    let peers_off = std::env::var("HYPHA_BENCH_PEERS").is_ok_and(|v| v == "0" || v == "off");
+    let run = Run {
+        c,
+        only,
+        peers: cfg!(feature = "peers") && !peers_off,
+    };
+    let c = &run.c;
     let mut report = Report::new();
-    let peers = cfg!(feature = "peers");
     println!(
         "merge bench: scale {scale}, W1 {} puts, W2 2 x {} puts, W3 {} increments (window {}), \
          signed {} puts, apply {} blocks, {} reps, peers {}",
@@ -479,80 +505,111 @@ fn main() {
         c.signed,
         c.apply,
         c.reps,
-        if peers { "on" } else { "off" }
+        if run.peers { "on" } else { "off" }
     );
-    if !peers {
-        report.note("built without --features peers: peer figures and ratios against automerge and loro are skipped");
+    if !cfg!(feature = "peers") {
+        report.note(
+            "built without --features peers: peer figures and ratios against automerge and \
+             loro are skipped",
+        );
+    } else if peers_off {
+        report.note("HYPHA_BENCH_PEERS=0: peer figures and ratios are skipped");
+    }
+    if let Some(only) = &run.only {
+        report.note(format!("HYPHA_BENCH_ONLY: only {}", only.join(",")));
     }
 
-    // Warm-up: a small run of each workload, untimed.
+    if run.runs("w1") {
+        w1(&run, &mut report);
+    }
+    if run.runs("w2") {
+        w2(&run, &mut report);
+    }
+    if run.runs("w3") {
+        w3(&run, &mut report);
+    }
+    if run.runs("cid") {
+        cid(&run, &mut report);
+    }
+    if run.runs("signed") {
+        signed(&run, &mut report);
+    }
+    if run.runs("apply") {
+        apply(&run, &mut report);
+    }
+    report.finish("merge");
+}
+
+fn peer_summary(l: Option<&f64>, a: Option<&f64>, f: impl Fn(f64) -> String) -> String {
+    match (l, a) {
+        (Some(l), Some(a)) => format!(", loro {}, automerge {}", f(*l), f(*a)),
+        _ => String::new(),
+    }
+}
+
+fn w1(run: &Run, report: &mut Report) {
+    let c = &run.c;
     let warm = (c.w1 / 20).max(50);
     w1_hypha(warm, Author::unsigned([0; 32]));
-    w2_hypha((c.w2 / 10).max(10));
     #[cfg(feature = "peers")]
-    {
+    if run.peers {
         peers::w1_loro(warm);
         peers::w1_automerge((warm / 10).max(10));
-        peers::w2_loro((c.w2 / 10).max(10));
     }
-
-    // ---- W1 ----
     let (mut ours, mut loro, mut am) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..c.reps {
         ours.push(w1_hypha(c.w1, Author::unsigned([1; 32])));
         #[cfg(feature = "peers")]
-        {
+        if run.peers {
             loro.push(peers::w1_loro(c.w1));
             am.push(peers::w1_automerge(c.w1));
         }
+        let rate = |t: f64| format!("{:.0} ops/s", ops_per_s(c.w1, t));
         println!(
-            "W1 rep {rep}: hypha {:.0} ops/s{}",
-            ops_per_s(c.w1, *ours.last().expect("run")),
-            match (loro.last(), am.last()) {
-                (Some(l), Some(a)) => format!(
-                    ", loro {:.0} ops/s, automerge {:.0} ops/s",
-                    ops_per_s(c.w1, *l),
-                    ops_per_s(c.w1, *a)
-                ),
-                _ => String::new(),
-            }
+            "W1 rep {rep}: hypha {}{}",
+            rate(*ours.last().expect("run")),
+            peer_summary(loro.last(), am.last(), rate)
         );
     }
     let w1_ours = ops_per_s(c.w1, median(ours));
     report.add("w1_hypha_ops_per_s", w1_ours, "ops/s");
-    if peers {
+    if run.peers {
         let (l, a) = (ops_per_s(c.w1, median(loro)), ops_per_s(c.w1, median(am)));
         report.add("w1_loro_ops_per_s", l, "ops/s");
         report.add("w1_automerge_ops_per_s", a, "ops/s");
         report.add("w1_vs_automerge_ratio", w1_ours / a, "x");
         report.add("w1_vs_loro_ratio", w1_ours / l, "x");
     }
+}
 
-    // ---- W2 ----
+fn w2(run: &Run, report: &mut Report) {
+    let c = &run.c;
+    w2_hypha((c.w2 / 10).max(10));
+    #[cfg(feature = "peers")]
+    if run.peers {
+        peers::w2_loro((c.w2 / 10).max(10));
+    }
     let (mut ours, mut loro, mut loro_import, mut am) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for rep in 0..c.reps {
         ours.push(w2_hypha(c.w2));
         #[cfg(feature = "peers")]
-        {
+        if run.peers {
             let (both, import) = peers::w2_loro(c.w2);
             loro.push(both);
             loro_import.push(import);
             am.push(peers::w2_automerge(c.w2));
         }
+        let ms = |t: f64| format!("{:.2} ms", t * 1e3);
         println!(
-            "W2 rep {rep}: hypha {:.2} ms{}",
-            ours.last().expect("run") * 1e3,
-            match (loro.last(), am.last()) {
-                (Some(l), Some(a)) =>
-                    format!(", loro {:.2} ms, automerge {:.2} ms", l * 1e3, a * 1e3),
-                _ => String::new(),
-            }
+            "W2 rep {rep}: hypha {}{}",
+            ms(*ours.last().expect("run")),
+            peer_summary(loro.last(), am.last(), ms)
         );
     }
     let w2_ours = median(ours);
     report.add("w2_hypha_ms", w2_ours * 1e3, "ms");
-    if peers {
+    if run.peers {
         let (l, li, a) = (median(loro), median(loro_import), median(am));
         report.add("w2_loro_ms", l * 1e3, "ms");
         report.add("w2_loro_import_only_ms", li * 1e3, "ms");
@@ -561,25 +618,21 @@ fn main() {
         report.add("w2_vs_loro_import_only_ratio", w2_ours / li, "x");
         report.add("w2_vs_automerge_ratio", w2_ours / a, "x");
     }
+}
 
-    // ---- W3 ----
+fn w3(run: &Run, report: &mut Report) {
+    let c = &run.c;
     let batch = (c.window / 10).max(1);
     let late_from = c.w3 - c.window;
-    let (mut ours, mut early, mut late, mut loro, mut l_early, mut l_late) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-    );
+    let (mut ours, mut early, mut late) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut loro, mut l_early, mut l_late) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..c.reps {
         let (t, b) = w3_hypha(c.w3, batch);
         ours.push(secs(t));
         early.push(b.cost(0, c.window));
         late.push(b.cost(late_from, c.w3));
         #[cfg(feature = "peers")]
-        {
+        if run.peers {
             let (t, b) = peers::w3_loro(c.w3, batch);
             loro.push(secs(t));
             l_early.push(b.cost(0, c.window));
@@ -607,7 +660,7 @@ fn main() {
     report.add("w3_hypha_early_us_per_op", early * 1e6, "us");
     report.add("w3_hypha_late_us_per_op", late * 1e6, "us");
     report.add("w3_flatness_ratio", late / early, "x");
-    if peers {
+    if run.peers {
         let l = ops_per_s(c.w3, median(loro));
         report.add("w3_loro_ops_per_s", l, "ops/s");
         report.add(
@@ -618,17 +671,22 @@ fn main() {
         report.add("w3_vs_loro_ratio", w3_ours / l, "x");
     }
     #[cfg(feature = "peers")]
-    {
-        // Automerge's counter once, for the record (its cost grows with every increment).
-        let (t, b) = peers::w3_automerge(c.w3, batch);
-        let a = ops_per_s(c.w3, secs(t));
-        let flat = b.cost(late_from, c.w3) / b.cost(0, c.window);
-        println!("W3 automerge: {a:.0} ops/s, flatness {flat:.2}");
-        report.add("w3_automerge_ops_per_s", a, "ops/s");
-        report.add("w3_automerge_flatness_ratio", flat, "x");
+    if run.peers {
+        // Automerge's counter once, for the record. Its cost per increment grows with every
+        // increment (100k take minutes), so it runs a fifth of the count.
+        let n = (c.w3 / 5).max(50);
+        let window = (n / 50).max(10);
+        let (t, b) = peers::w3_automerge(n, (window / 10).max(1));
+        let a = ops_per_s(n, secs(t));
+        let flat = b.cost(n - window, n) / b.cost(0, window);
+        println!("W3 automerge ({n} increments): {a:.0} ops/s, flatness {flat:.2}");
+        report.add("w3_automerge_20pct_ops_per_s", a, "ops/s");
+        report.add("w3_automerge_20pct_flatness_ratio", flat, "x");
     }
+}
 
-    // ---- CID ----
+fn cid(run: &Run, report: &mut Report) {
+    let c = &run.c;
     let (block, bytes) = block_of_about_256_bytes();
     println!("CID: block of {} bytes", bytes.len());
     cid_hypha(&block, &bytes, c.cid / 10);
@@ -643,10 +701,17 @@ fn main() {
     report.add("cid_hypha_per_s", ops_per_s(c.cid, ours), "ops/s");
     report.add("cid_raw_sha256_per_s", ops_per_s(c.cid, raw), "ops/s");
     report.add("cid_vs_sha256_ratio", raw / ours, "x");
+}
 
-    // ---- signed ----
-    let key = SigningKey::from_bytes(&[7; 32]);
+fn signing_key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+fn signed(run: &Run, report: &mut Report) {
+    let c = &run.c;
+    let key = signing_key();
     let msgs = messages(c.signed);
+    let warm = (c.signed / 20).max(50);
     w1_hypha(warm, Author::signing(key.clone()));
     sign_raw(&key, &msgs[..warm.min(msgs.len())]);
     let (mut ours, mut raw) = (Vec::new(), Vec::new());
@@ -666,36 +731,31 @@ fn main() {
     report.add("w1_signed_hypha_ops_per_s", ours, "ops/s");
     report.add("ed25519_sign_per_s", raw, "ops/s");
     report.add("w1_signed_vs_ed25519_ratio", ours / raw, "x");
+}
 
-    // ---- apply of signed blocks ----
-    let (mut maker, doc, genesis) = hypha_doc(Author::signing(key.clone()), "apply");
-    let blocks: Vec<Vec<u8>> = (1..=c.apply)
-        .map(|i| {
-            let b = maker.update(doc, &json!({ "age": i })).expect("update");
-            b.bytes().to_vec()
-        })
-        .collect();
+fn apply(run: &Run, report: &mut Report) {
+    let c = &run.c;
+    let key = signing_key();
+    let make = |author: Author| {
+        let (mut maker, doc, genesis) = hypha_doc(author, "apply");
+        let blocks: Vec<Vec<u8>> = (1..=c.apply)
+            .map(|i| {
+                let b = maker.update(doc, &json!({ "age": i })).expect("update");
+                b.bytes().to_vec()
+            })
+            .collect();
+        (doc, genesis, blocks)
+    };
+    let (doc, genesis, blocks) = make(Author::signing(key.clone()));
+    let (udoc, ugenesis, unsigned_blocks) = make(Author::unsigned([5; 32]));
     let signed: Vec<([u8; 36], ed25519_dalek::Signature)> = messages(c.apply)
         .into_iter()
         .map(|m| (m, key.sign(&m)))
         .collect();
-    let (mut unsigned_maker, udoc, ugenesis) = hypha_doc(Author::unsigned([5; 32]), "apply");
-    let unsigned_blocks: Vec<Vec<u8>> = (1..=c.apply)
-        .map(|i| {
-            let b = unsigned_maker
-                .update(udoc, &json!({ "age": i }))
-                .expect("update");
-            b.bytes().to_vec()
-        })
-        .collect();
     let expect_age = c.apply as i64;
-    apply_hypha(
-        genesis.bytes(),
-        &blocks[..c.apply / 10],
-        doc,
-        (c.apply / 10) as i64,
-    );
-    verify_raw(&key, &signed[..c.apply / 10]);
+    let warm = (c.apply / 10).max(1);
+    apply_hypha(genesis.bytes(), &blocks[..warm], doc, warm as i64);
+    verify_raw(&key, &signed[..warm]);
     let (mut ours, mut raw, mut unsigned) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..c.reps {
         ours.push(apply_hypha(genesis.bytes(), &blocks, doc, expect_age));
@@ -723,6 +783,4 @@ fn main() {
     report.add("ed25519_verify_strict_per_s", raw, "ops/s");
     report.add("apply_unsigned_hypha_per_s", unsigned, "ops/s");
     report.add("apply_signed_vs_verify_ratio", ours / raw, "x");
-
-    report.finish("merge");
 }
