@@ -156,7 +156,3 @@ fn json_string(s: &str) -> String {
     out.push('"');
     out
 }
-
-/// Cargo also discovers this file as a bench target of its own (`benches/*.rs`); as such it
-/// does nothing. Included as a module (`mod report;`), this is unused.
-fn main() {}

@@ -54,6 +54,7 @@ pub const MAX_BLOCK_BYTES: usize = 1 << 20;
 pub const MAX_LINKS: usize = 1024;
 /// The most field operations one block may carry.
 pub const MAX_FIELDS: usize = 1024;
+pub use crate::codec::MAX_NESTING;
 
 /// Whether a block leaves its document active or deletes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -247,17 +248,18 @@ impl Block {
                 self.heads.len()
             )));
         }
-        if !self
-            .heads
-            .windows(2)
-            .all(|w| w[0].to_bytes() < w[1].to_bytes())
-        {
-            return Err(malformed("parents are not sorted and distinct"));
-        }
         if let Some(bad) = self.heads.iter().find(|c| !is_block_cid(c)) {
             return Err(malformed(format!(
                 "parent {bad} is not a dag-cbor sha2-256 CIDv1"
             )));
+        }
+        // All parents share the CID prefix, so their binary order is their digests' order.
+        if !self
+            .heads
+            .windows(2)
+            .all(|w| w[0].hash().digest() < w[1].hash().digest())
+        {
+            return Err(malformed("parents are not sorted and distinct"));
         }
         if delta.priority == 0 {
             return Err(malformed("priority 0"));
@@ -345,13 +347,14 @@ impl VerifiedBlock {
             let (expected, actual) = (Box::new(*expected), Box::new(cid));
             return Err(BlockError::CidMismatch { expected, actual });
         }
+        crate::codec::check_nesting(bytes, crate::codec::MAX_NESTING).map_err(malformed)?;
         let block: Block = serde_ipld_dagcbor::from_slice(bytes)
             .map_err(|e| malformed(format!("{e}").chars().take(200).collect::<String>()))?;
         block.validate()?;
         if block.author.is_some() != block.signature.is_some() {
             return Err(malformed("author and signature must come together"));
         }
-        if serde_ipld_dagcbor::to_vec(&block).ok().as_deref() != Some(bytes) {
+        if crate::codec::encode_block(&block).ok().as_deref() != Some(bytes) {
             return Err(BlockError::NonCanonical);
         }
         if let (Some(author), Some(signature)) = (&block.author, &block.signature) {
@@ -409,7 +412,7 @@ fn check_size(size: usize) -> Result<(), BlockError> {
 
 fn encode_checked(block: &Block) -> Result<Vec<u8>, BlockError> {
     let bytes =
-        serde_ipld_dagcbor::to_vec(block).map_err(|e| malformed(format!("cannot encode: {e}")))?;
+        crate::codec::encode_block(block).map_err(|e| malformed(format!("cannot encode: {e}")))?;
     check_size(bytes.len())?;
     Ok(bytes)
 }

@@ -87,7 +87,8 @@ impl FromStr for DocId {
         let uuid = s.strip_prefix("bae-").ok_or_else(err)?;
         let parsed = Uuid::try_parse(uuid).map_err(|_| err())?;
         // One spelling per docID: lowercase and hyphenated, as `Display` writes it.
-        if parsed.hyphenated().to_string() != uuid {
+        let mut canonical = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        if parsed.hyphenated().encode_lower(&mut canonical).as_bytes() != uuid.as_bytes() {
             return Err(err());
         }
         Ok(DocId(parsed))

@@ -117,10 +117,10 @@ pub fn merge_order(data: &[u8]) {
                 continue;
             }
         };
-        if let Ok(block) = result {
-            if made.iter().all(|(_, b)| b.cid() != block.cid()) {
-                made.push((who, block));
-            }
+        if let Ok(block) = result
+            && made.iter().all(|(_, b)| b.cid() != block.cid())
+        {
+            made.push((who, block));
         }
     }
     let mut order: Vec<&VerifiedBlock> = made.iter().map(|(_, b)| b).collect();

@@ -42,6 +42,7 @@
 mod author;
 pub mod block;
 pub mod cid;
+mod codec;
 pub mod document;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

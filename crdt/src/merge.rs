@@ -151,7 +151,10 @@ impl DocState {
         let repeated_genesis = b.heads.is_empty() && self.blocks > 0;
         self.blocks += 1;
         for (name, op) in &b.delta.fields {
-            let state = self.fields.entry(name.clone()).or_default();
+            let state = match self.fields.get_mut(name) {
+                Some(state) => state,
+                None => self.fields.entry(name.clone()).or_default(),
+            };
             match op {
                 FieldOp::Lww { priority, value } => {
                     let wins = match &state.lww {
@@ -269,7 +272,12 @@ pub struct AppliedMeta {
 
 /// The storage the merge reads and writes; one implementation per backend.
 ///
-/// Every method sees the writes of the ones before it (a transaction in `hypha-store`).
+/// Every method sees the writes of the ones before it (a transaction in `hypha-store`). The
+/// merge takes a document's state out with [`take_state`](DagStore::take_state) and always
+/// hands it back: applied through [`put_applied`](DagStore::put_applied), or unchanged through
+/// [`restore_state`](DagStore::restore_state) when it refuses the block. A backend that reads
+/// a copy (a database) may treat `take_state` as a read and `restore_state` as a no-op; one
+/// that holds states in memory moves them out and back, so nothing is cloned.
 pub trait DagStore {
     /// A storage failure.
     type Error: std::error::Error + Send + Sync + 'static;
@@ -280,10 +288,12 @@ pub trait DagStore {
     fn pending_parents(&self, cid: &Cid) -> Result<Option<Vec<Cid>>, Self::Error>;
     /// How many blocks are pending.
     fn pending_len(&self) -> Result<usize, Self::Error>;
-    /// The state of `doc`, if any block of it was applied.
-    fn state(&self, doc: &DocId) -> Result<Option<DocState>, Self::Error>;
+    /// Takes the state of `doc` out, if any block of it was applied.
+    fn take_state(&mut self, doc: &DocId) -> Result<Option<DocState>, Self::Error>;
+    /// Gives back a state taken by [`take_state`](DagStore::take_state), unchanged.
+    fn restore_state(&mut self, state: DocState) -> Result<(), Self::Error>;
     /// Records `block` as applied and `state` as its document's state.
-    fn put_applied(&mut self, block: &VerifiedBlock, state: &DocState) -> Result<(), Self::Error>;
+    fn put_applied(&mut self, block: &VerifiedBlock, state: DocState) -> Result<(), Self::Error>;
     /// Records `block` as pending, waiting for `waiting_on` (its parents not applied).
     fn put_pending(&mut self, block: &VerifiedBlock, waiting_on: &[Cid])
     -> Result<(), Self::Error>;
@@ -304,68 +314,79 @@ pub enum IngestError<E: std::error::Error + 'static> {
     Store(#[source] E),
 }
 
+impl<E: std::error::Error + 'static> From<Failure<E>> for IngestError<E> {
+    fn from(failure: Failure<E>) -> IngestError<E> {
+        match failure {
+            Failure::Rejected(r) => IngestError::Rejected(r),
+            Failure::Store(e) => IngestError::Store(e),
+        }
+    }
+}
+
 /// Ingests a verified block: applies it if its parents are applied (then every pending block
 /// it completes), or parks it as pending.
 ///
 /// # Errors
 /// [`IngestError::Rejected`] when the block breaks a rule that involves its parents or the
-/// pending set is full; [`IngestError::Store`] when storage fails.
+/// pending set is full; [`IngestError::Store`] when storage fails. Either way nothing was
+/// written for this block (pending blocks it released and that were refused are dropped and
+/// reported in [`Outcome::Applied::rejected`] instead).
 pub fn ingest<S: DagStore>(
     store: &mut S,
     block: &VerifiedBlock,
     limits: &Limits,
 ) -> Result<Outcome, IngestError<S::Error>> {
     let cid = block.cid();
-    if store.applied(&cid).map_err(IngestError::Store)?.is_some()
-        || store
-            .pending_parents(&cid)
-            .map_err(IngestError::Store)?
-            .is_some()
+    let store_err = IngestError::Store;
+    if store.applied(&cid).map_err(store_err)?.is_some()
+        || store.pending_parents(&cid).map_err(store_err)?.is_some()
     {
         return Ok(Outcome::Duplicate);
     }
-    let mut waiting_on = Vec::new();
-    for parent in &block.block().heads {
-        if store.applied(parent).map_err(IngestError::Store)?.is_none() {
-            waiting_on.push(*parent);
+    let max_parent = match parents_applied(store, &block.block().heads).map_err(store_err)? {
+        Parents::Applied(facts) => {
+            if !facts.all_of(block.doc_id()) {
+                return Err(IngestError::Rejected(Rejection::ForeignParent));
+            }
+            facts.max_priority
         }
-    }
-    if !waiting_on.is_empty() {
-        if store.pending_len().map_err(IngestError::Store)? >= limits.max_pending {
-            return Err(IngestError::Rejected(Rejection::PendingFull {
-                max: limits.max_pending,
-            }));
+        Parents::Missing(waiting_on) => {
+            if store.pending_len().map_err(store_err)? >= limits.max_pending {
+                let max = limits.max_pending;
+                return Err(IngestError::Rejected(Rejection::PendingFull { max }));
+            }
+            store.put_pending(block, &waiting_on).map_err(store_err)?;
+            let missing = missing_ancestors(store, &waiting_on, limits).map_err(store_err)?;
+            return Ok(Outcome::Pending { missing });
         }
-        store
-            .put_pending(block, &waiting_on)
-            .map_err(IngestError::Store)?;
-        let missing = missing_ancestors(store, &waiting_on, limits).map_err(IngestError::Store)?;
-        return Ok(Outcome::Pending { missing });
-    }
-    let mut state = apply_checked(store, block).map_err(|e| match e {
-        Failure::Rejected(r) => IngestError::Rejected(r),
-        Failure::Store(e) => IngestError::Store(e),
-    })?;
+    };
+    let mut heads = apply_checked(store, block, max_parent)?;
     let doc_id = block.doc_id();
     let mut applied = vec![cid];
     let mut rejected = Vec::new();
     let mut released: VecDeque<Cid> = VecDeque::from([cid]);
     while let Some(parent) = released.pop_front() {
-        for child in store.take_waiting(&parent).map_err(IngestError::Store)? {
-            let Some(parents) = store.pending_parents(&child).map_err(IngestError::Store)? else {
+        for child in store.take_waiting(&parent).map_err(store_err)? {
+            let Some(parents) = store.pending_parents(&child).map_err(store_err)? else {
                 continue;
             };
-            if !all_applied(store, &parents).map_err(IngestError::Store)? {
+            let Parents::Applied(facts) = parents_applied(store, &parents).map_err(store_err)?
+            else {
                 continue;
-            }
+            };
             // invariant: pending_parents just returned Some for it.
-            let Some(pending) = store.take_pending(&child).map_err(IngestError::Store)? else {
+            let Some(pending) = store.take_pending(&child).map_err(store_err)? else {
                 continue;
             };
-            match apply_checked(store, &pending) {
-                Ok(s) => {
+            let result = if facts.all_of(pending.doc_id()) {
+                apply_checked(store, &pending, facts.max_priority)
+            } else {
+                Err(Failure::Rejected(Rejection::ForeignParent))
+            };
+            match result {
+                Ok(h) => {
                     if pending.doc_id() == doc_id {
-                        state = s;
+                        heads = h;
                     }
                     applied.push(child);
                     released.push_back(child);
@@ -377,7 +398,7 @@ pub fn ingest<S: DagStore>(
     }
     Ok(Outcome::Applied {
         doc_id,
-        heads: state.heads,
+        heads,
         applied,
         rejected,
     })
@@ -388,27 +409,68 @@ enum Failure<E> {
     Store(E),
 }
 
-/// Checks a block's claims against its (applied) parents, applies it and stores the result.
+enum Parents {
+    /// Every parent is applied.
+    Applied(ParentFacts),
+    /// These parents are not applied.
+    Missing(Vec<Cid>),
+}
+
+/// What the checks need to know of a block's applied parents.
+struct ParentFacts {
+    /// The highest parent priority (0 for none).
+    max_priority: u64,
+    /// The document of the parents (`None` for none).
+    doc: Option<DocId>,
+    /// Whether the parents belong to more than one document.
+    mixed: bool,
+}
+
+impl ParentFacts {
+    /// Whether every parent belongs to `doc`.
+    fn all_of(&self, doc: DocId) -> bool {
+        !self.mixed && self.doc.is_none_or(|p| p == doc)
+    }
+}
+
+/// Looks each parent up once: either all are applied (with the facts the checks need) or
+/// some are missing.
+fn parents_applied<S: DagStore>(store: &S, parents: &[Cid]) -> Result<Parents, S::Error> {
+    let mut missing = Vec::new();
+    let mut max_priority = 0;
+    let mut doc: Option<DocId> = None;
+    let mut mixed = false;
+    for parent in parents {
+        match store.applied(parent)? {
+            None => missing.push(*parent),
+            Some(meta) => {
+                max_priority = max_priority.max(meta.priority);
+                mixed |= doc.is_some_and(|d| d != meta.doc_id);
+                doc = Some(meta.doc_id);
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Ok(Parents::Missing(missing));
+    }
+    Ok(Parents::Applied(ParentFacts {
+        max_priority,
+        doc,
+        mixed,
+    }))
+}
+
+/// Checks a block's claims against its parents' highest priority, applies it and stores the
+/// result; returns the document's new heads.
 fn apply_checked<S: DagStore>(
     store: &mut S,
     block: &VerifiedBlock,
-) -> Result<DocState, Failure<S::Error>> {
+    max_parent: u64,
+) -> Result<Vec<Cid>, Failure<S::Error>> {
     let b = block.block();
-    let mut max_parent = 0;
-    for parent in &b.heads {
-        // invariant: the caller checked that every parent is applied.
-        let meta = store.applied(parent).map_err(Failure::Store)?;
-        let Some(meta) = meta else {
-            unreachable!("parent {parent} checked as applied")
-        };
-        if meta.doc_id != b.delta.doc_id {
-            return Err(Failure::Rejected(Rejection::ForeignParent));
-        }
-        max_parent = max_parent.max(meta.priority);
-    }
     let expected = max_parent + 1;
-    if b.delta.priority != expected {
-        let claimed = b.delta.priority;
+    let claimed = b.delta.priority;
+    if claimed != expected {
         return Err(Failure::Rejected(Rejection::PriorityMismatch {
             claimed,
             expected,
@@ -425,25 +487,16 @@ fn apply_checked<S: DagStore>(
             }));
         }
     }
-    let mut state = store
-        .state(&b.delta.doc_id)
-        .map_err(Failure::Store)?
-        .unwrap_or_else(|| DocState::empty(b.delta.doc_id, b.delta.collection));
+    let state = store.take_state(&b.delta.doc_id).map_err(Failure::Store)?;
+    let mut state = state.unwrap_or_else(|| DocState::empty(b.delta.doc_id, b.delta.collection));
     if state.collection != b.delta.collection {
+        store.restore_state(state).map_err(Failure::Store)?;
         return Err(Failure::Rejected(Rejection::CollectionMismatch));
     }
     state.apply(block);
-    store.put_applied(block, &state).map_err(Failure::Store)?;
-    Ok(state)
-}
-
-fn all_applied<S: DagStore>(store: &S, cids: &[Cid]) -> Result<bool, S::Error> {
-    for cid in cids {
-        if store.applied(cid)?.is_none() {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    let heads = state.heads.clone();
+    store.put_applied(block, state).map_err(Failure::Store)?;
+    Ok(heads)
 }
 
 /// The ancestors reachable from `from` through pending blocks that are neither applied nor

@@ -548,11 +548,17 @@ impl DagStore for Dag<'_> {
         Ok(usize::try_from(self.tx.len(Table::Pending)?).unwrap_or(usize::MAX))
     }
 
-    fn state(&self, doc: &DocId) -> Result<Option<DocState>, StorageError> {
+    /// A read: the transaction keeps the stored copy until `put_applied` overwrites it.
+    fn take_state(&mut self, doc: &DocId) -> Result<Option<DocState>, StorageError> {
         read_state(self.tx, doc)
     }
 
-    fn put_applied(&mut self, block: &VerifiedBlock, state: &DocState) -> Result<(), StorageError> {
+    /// Nothing to do: `take_state` only read.
+    fn restore_state(&mut self, _state: DocState) -> Result<(), StorageError> {
+        Ok(())
+    }
+
+    fn put_applied(&mut self, block: &VerifiedBlock, state: DocState) -> Result<(), StorageError> {
         let cid = block.cid();
         // Paired with the re-hash on every read (TigerStyle): the bytes written are the CID's.
         assert_eq!(
@@ -564,7 +570,7 @@ impl DagStore for Dag<'_> {
         let doc = b.delta.doc_id;
         let value = layout::encode_block(doc, b.delta.priority, block.bytes());
         self.tx.put(Table::Blocks, &cid.to_bytes(), &value)?;
-        let encoded = serde_ipld_dagcbor::to_vec(state).map_err(|_| Table::States.corrupted())?;
+        let encoded = serde_ipld_dagcbor::to_vec(&state).map_err(|_| Table::States.corrupted())?;
         self.tx.put(Table::States, &doc.to_bytes(), &encoded)?;
         // Only a create or a delete changes the index entry; skipping unchanged writes keeps
         // the pages a batch dirties (and so the bytes each commit writes) few.
