@@ -36,7 +36,7 @@ const SIMPLE: u8 = 7;
 /// Errors only on a value DAG-CBOR cannot hold (a non-finite float, an integer outside
 /// [-2^64, 2^64 - 1]) or nesting deeper than [`MAX_NESTING`].
 pub(crate) fn encode_block(block: &Block) -> Result<Vec<u8>, &'static str> {
-    let mut out = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(384 + 40 * block.heads.len());
     let entries = 2 + usize::from(block.author.is_some()) + usize::from(block.signature.is_some());
     head(&mut out, MAP, entries as u64);
     // Canonical order: shorter keys first, then bytewise.
@@ -68,11 +68,19 @@ fn encode_delta(out: &mut Vec<u8>, delta: &Delta) -> Result<(), &'static str> {
     text(out, std::str::from_utf8(&id).expect("ASCII docID"));
     text(out, "fields");
     head(out, MAP, delta.fields.len() as u64);
-    let mut names: Vec<(&String, &FieldOp)> = delta.fields.iter().collect();
-    names.sort_by(|a, b| canonical_key_order(a.0, b.0));
-    for (name, op) in names {
-        text(out, name);
-        encode_op(out, op)?;
+    if lengths_ascend(delta.fields.keys()) {
+        // Bytewise order with lengths that never decrease is already canonical order.
+        for (name, op) in &delta.fields {
+            text(out, name);
+            encode_op(out, op)?;
+        }
+    } else {
+        let mut names: Vec<(&String, &FieldOp)> = delta.fields.iter().collect();
+        names.sort_by(|a, b| canonical_key_order(a.0, b.0));
+        for (name, op) in names {
+            text(out, name);
+            encode_op(out, op)?;
+        }
     }
     text(out, "status");
     text(
@@ -158,6 +166,16 @@ pub(crate) fn encode_ipld(
     Ok(())
 }
 
+/// Whether keys in bytewise order have lengths that never decrease.
+fn lengths_ascend<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
+    let Some(mut previous) = keys.next() else { return true };
+    keys.all(|key| {
+        let ascends = previous.len() <= key.len();
+        previous = key;
+        ascends
+    })
+}
+
 /// DAG-CBOR map key order: shorter first, then bytewise.
 fn canonical_key_order(a: &str, b: &str) -> std::cmp::Ordering {
     a.len()
@@ -215,18 +233,45 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
 }
 
 fn cid_bytes(out: &mut Vec<u8>, cid: &Cid) {
-    head(out, BYTES, cid.encoded_len() as u64);
-    // invariant: writing into a Vec cannot fail.
-    cid.write_bytes(&mut *out).expect("write to Vec");
+    match sha256_v1_prefix(cid) {
+        Some(prefix) => {
+            head(out, BYTES, 36);
+            out.extend_from_slice(&prefix);
+            out.extend_from_slice(cid.hash().digest());
+        }
+        None => {
+            head(out, BYTES, cid.encoded_len() as u64);
+            // invariant: writing into a Vec cannot fail.
+            cid.write_bytes(&mut *out).expect("write to Vec");
+        }
+    }
 }
 
 /// A link: tag 42 over the CID's binary form prefixed with the identity multibase (0x00).
 fn link(out: &mut Vec<u8>, cid: &Cid) {
     head(out, TAG, 42);
-    head(out, BYTES, cid.encoded_len() as u64 + 1);
-    out.push(0);
-    // invariant: writing into a Vec cannot fail.
-    cid.write_bytes(&mut *out).expect("write to Vec");
+    match sha256_v1_prefix(cid) {
+        Some(prefix) => {
+            head(out, BYTES, 37);
+            out.push(0);
+            out.extend_from_slice(&prefix);
+            out.extend_from_slice(cid.hash().digest());
+        }
+        None => {
+            head(out, BYTES, cid.encoded_len() as u64 + 1);
+            out.push(0);
+            // invariant: writing into a Vec cannot fail.
+            cid.write_bytes(&mut *out).expect("write to Vec");
+        }
+    }
+}
+
+/// The 4-byte binary prefix of a CIDv1 with a one-byte codec and a sha2-256 digest — every
+/// CID Hypha makes — so such CIDs are written without varint encoding.
+fn sha256_v1_prefix(cid: &Cid) -> Option<[u8; 4]> {
+    let codec = u8::try_from(cid.codec()).ok().filter(|c| *c < 0x80)?;
+    let sha256 = cid.hash().code() == crate::cid::SHA2_256 && cid.hash().size() == 32;
+    (cid.version() == cid::Version::V1 && sha256).then_some([0x01, codec, 0x12, 0x20])
 }
 
 /// Checks, without recursion or allocation, that `data` is a sequence of definite-length CBOR
