@@ -348,8 +348,8 @@ impl VerifiedBlock {
             return Err(BlockError::CidMismatch { expected, actual });
         }
         crate::codec::check_nesting(bytes, crate::codec::MAX_NESTING).map_err(malformed)?;
-        let block: Block = serde_ipld_dagcbor::from_slice(bytes)
-            .map_err(|e| malformed(format!("{e}").chars().take(200).collect::<String>()))?;
+        let block = crate::codec::decode_block(bytes)
+            .map_err(|e| malformed(e.chars().take(200).collect::<String>()))?;
         block.validate()?;
         if block.author.is_some() != block.signature.is_some() {
             return Err(malformed("author and signature must come together"));

@@ -168,7 +168,9 @@ pub(crate) fn encode_ipld(
 
 /// Whether keys in bytewise order have lengths that never decrease.
 fn lengths_ascend<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
-    let Some(mut previous) = keys.next() else { return true };
+    let Some(mut previous) = keys.next() else {
+        return true;
+    };
     keys.all(|key| {
         let ascends = previous.len() <= key.len();
         previous = key;
@@ -272,6 +274,266 @@ fn sha256_v1_prefix(cid: &Cid) -> Option<[u8; 4]> {
     let codec = u8::try_from(cid.codec()).ok().filter(|c| *c < 0x80)?;
     let sha256 = cid.hash().code() == crate::cid::SHA2_256 && cid.hash().size() == 32;
     (cid.version() == cid::Version::V1 && sha256).then_some([0x01, codec, 0x12, 0x20])
+}
+
+/// Decodes a block from DAG-CBOR, the inverse of [`encode_block`] on its image.
+///
+/// It reads keys in canonical order and refuses anything else it cannot represent; it is not
+/// the canonicality check itself: the caller re-encodes and compares bytes, which catches every
+/// other non-canonical form (non-minimal heads, short floats, duplicate keys). Recursion is
+/// bounded by `MAX_NESTING` (checked again here, though [`check_nesting`] runs first), and no
+/// allocation is sized by a length the input has not shown to hold.
+pub(crate) fn decode_block(data: &[u8]) -> Result<Block, String> {
+    let mut r = Reader { data, at: 0 };
+    let entries = r.len_of(MAP)?;
+    if !(2..=4).contains(&entries) {
+        return Err(format!("a block has 2 to 4 entries, not {entries}"));
+    }
+    r.key("delta")?;
+    let delta = decode_delta(&mut r)?;
+    r.key("heads")?;
+    let n = r.len_of(ARRAY)?;
+    if n > crate::block::MAX_LINKS as u64 {
+        return Err(format!(
+            "{n} parents, more than {}",
+            crate::block::MAX_LINKS
+        ));
+    }
+    let mut heads = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        heads.push(r.link()?);
+    }
+    let (mut author, mut signature) = (None, None);
+    for _ in 2..entries {
+        match r.text()? {
+            "author" if author.is_none() && signature.is_none() => {
+                let key = r
+                    .bytes()?
+                    .try_into()
+                    .map_err(|_| "author is not 32 bytes")?;
+                author = Some(crate::block::AuthorKey(key));
+            }
+            "signature" if signature.is_none() => {
+                signature = Some(
+                    r.bytes()?
+                        .try_into()
+                        .map_err(|_| "signature is not 64 bytes")?,
+                );
+            }
+            other => return Err(format!("unexpected block key {other:?}")),
+        }
+    }
+    r.end()?;
+    Ok(Block {
+        heads,
+        delta,
+        author,
+        signature,
+    })
+}
+
+fn decode_delta(r: &mut Reader<'_>) -> Result<Delta, String> {
+    if r.len_of(MAP)? != 6 {
+        return Err("a delta has 6 entries".into());
+    }
+    r.key("docID")?;
+    let doc_id = r
+        .text()?
+        .parse()
+        .map_err(|e: crate::document::ParseDocIdError| e.to_string())?;
+    r.key("fields")?;
+    let n = r.len_of(MAP)?;
+    if n > crate::block::MAX_FIELDS as u64 {
+        return Err(format!(
+            "{n} fields, more than {}",
+            crate::block::MAX_FIELDS
+        ));
+    }
+    let mut fields = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let name = r.text()?.to_owned();
+        let op = decode_op(r)?;
+        fields.insert(name, op);
+    }
+    r.key("status")?;
+    let status = match r.text()? {
+        "active" => Status::Active,
+        "deleted" => Status::Deleted,
+        _ => return Err("status is neither active nor deleted".into()),
+    };
+    r.key("priority")?;
+    let priority = r.uint()?;
+    r.key("collection")?;
+    let collection = crate::schema::CollectionId(r.cid_bytes("collection")?);
+    r.key("schemaVersion")?;
+    let schema_version = crate::schema::SchemaVersionId(r.cid_bytes("schemaVersion")?);
+    Ok(Delta {
+        doc_id,
+        collection,
+        schema_version,
+        priority,
+        status,
+        fields,
+    })
+}
+
+fn decode_op(r: &mut Reader<'_>) -> Result<FieldOp, String> {
+    if r.len_of(MAP)? != 3 {
+        return Err("a field op has 3 entries".into());
+    }
+    r.key("crdt")?;
+    let crdt = crate::schema::CrdtType::from_name(r.text()?).ok_or("unknown crdt type")?;
+    if crdt == crate::schema::CrdtType::Lww {
+        r.key("value")?;
+        let value = r.ipld(4)?;
+        r.key("priority")?;
+        return Ok(FieldOp::Lww {
+            priority: r.uint()?,
+            value,
+        });
+    }
+    r.key("nonce")?;
+    let nonce = r.uint()?;
+    r.key("value")?;
+    let value = i64::try_from(r.int()?).map_err(|_| "increment out of range")?;
+    Ok(FieldOp::Counter { crdt, value, nonce })
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    /// Reads an item head: major type and argument. Refuses indefinite lengths.
+    fn head(&mut self) -> Result<(u8, u64), String> {
+        let initial = *self.data.get(self.at).ok_or("truncated")?;
+        self.at += 1;
+        let info = initial & 0x1f;
+        let n = match info {
+            0..=23 => u64::from(info),
+            24..=27 => {
+                let len = 1usize << (info - 24);
+                let raw = self.data.get(self.at..self.at + len).ok_or("truncated")?;
+                self.at += len;
+                raw.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b))
+            }
+            _ => return Err("indefinite length or reserved value".into()),
+        };
+        Ok((initial >> 5, n))
+    }
+
+    fn len_of(&mut self, major: u8) -> Result<u64, String> {
+        match self.head()? {
+            (m, n) if m == major => Ok(n),
+            (m, _) => Err(format!("expected CBOR major type {major}, found {m}")),
+        }
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8], String> {
+        let n = usize::try_from(n).map_err(|_| "length too large")?;
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|e| *e <= self.data.len())
+            .ok_or("truncated")?;
+        let out = &self.data[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn text(&mut self) -> Result<&'a str, String> {
+        let n = self.len_of(TEXT)?;
+        std::str::from_utf8(self.take(n)?).map_err(|_| "text is not UTF-8".into())
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.len_of(BYTES)?;
+        self.take(n)
+    }
+
+    fn key(&mut self, expected: &str) -> Result<(), String> {
+        match self.text()? {
+            key if key == expected => Ok(()),
+            key => Err(format!("expected key {expected:?}, found {key:?}")),
+        }
+    }
+
+    fn uint(&mut self) -> Result<u64, String> {
+        self.len_of(UINT)
+    }
+
+    fn int(&mut self) -> Result<i128, String> {
+        match self.head()? {
+            (UINT, n) => Ok(n.into()),
+            (NEGINT, n) => Ok(-1 - i128::from(n)),
+            (m, _) => Err(format!("expected an integer, found major type {m}")),
+        }
+    }
+
+    fn cid_bytes(&mut self, what: &str) -> Result<Cid, String> {
+        Cid::try_from(self.bytes()?).map_err(|_| format!("{what} is not a CID"))
+    }
+
+    fn link(&mut self) -> Result<Cid, String> {
+        if self.head()? != (TAG, 42) {
+            return Err("expected a link (tag 42)".into());
+        }
+        match self.bytes()? {
+            [0, cid @ ..] => Cid::try_from(cid).map_err(|_| "link is not a CID".into()),
+            _ => Err("link lacks the identity multibase prefix".into()),
+        }
+    }
+
+    fn ipld(&mut self, depth: usize) -> Result<Ipld, String> {
+        if depth > MAX_NESTING {
+            return Err("nested too deeply".into());
+        }
+        let start = self.at;
+        Ok(match self.head()? {
+            (UINT, n) => Ipld::Integer(n.into()),
+            (NEGINT, n) => Ipld::Integer(-1 - i128::from(n)),
+            (BYTES, n) => Ipld::Bytes(self.take(n)?.to_vec()),
+            (TEXT, n) => Ipld::String(
+                std::str::from_utf8(self.take(n)?)
+                    .map_err(|_| "text is not UTF-8")?
+                    .to_owned(),
+            ),
+            (ARRAY, n) => {
+                let mut items =
+                    Vec::with_capacity(n.min((self.data.len() - self.at) as u64) as usize);
+                for _ in 0..n {
+                    items.push(self.ipld(depth + 1)?);
+                }
+                Ipld::List(items)
+            }
+            (MAP, n) => {
+                let mut map = std::collections::BTreeMap::new();
+                for _ in 0..n {
+                    let key = self.text()?.to_owned();
+                    map.insert(key, self.ipld(depth + 1)?);
+                }
+                Ipld::Map(map)
+            }
+            (TAG, 42) => {
+                self.at = start;
+                Ipld::Link(self.link()?)
+            }
+            (TAG, tag) => return Err(format!("tag {tag} is not allowed in DAG-CBOR")),
+            (_, 20) => Ipld::Bool(false),
+            (_, 21) => Ipld::Bool(true),
+            (_, 22) => Ipld::Null,
+            (_, bits) if self.data[start] & 0x1f == 27 => Ipld::Float(f64::from_bits(bits)),
+            _ => return Err("unsupported simple value or float width".into()),
+        })
+    }
+
+    fn end(&self) -> Result<(), String> {
+        if self.at != self.data.len() {
+            return Err("trailing bytes after the block".into());
+        }
+        Ok(())
+    }
 }
 
 /// Checks, without recursion or allocation, that `data` is a sequence of definite-length CBOR
@@ -458,7 +720,33 @@ mod tests {
             prop_assert_eq!(&ours, &reference);
             prop_assert_eq!(check_nesting(&ours, MAX_NESTING), Ok(()));
             let decoded: Block = serde_ipld_dagcbor::from_slice(&ours).unwrap();
-            prop_assert_eq!(encode_block(&decoded).unwrap(), ours);
+            prop_assert_eq!(encode_block(&decoded).unwrap(), ours.clone());
+            let fast = decode_block(&ours).unwrap();
+            prop_assert_eq!(encode_block(&fast).unwrap(), ours);
+        }
+
+        /// On any bytes, the fast decoder never panics, and whatever it accepts the reference
+        /// decoder reads the same way (compared through the canonical encoding).
+        #[test]
+        fn decoder_agrees_with_the_reference_on_arbitrary_bytes(
+            block in block(),
+            flips in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 0..4),
+            cut in any::<proptest::sample::Index>(),
+        ) {
+            let mut bytes = encode_block(&block).unwrap();
+            for (at, value) in &flips {
+                let i = at.index(bytes.len());
+                bytes[i] = *value;
+            }
+            if flips.is_empty() {
+                bytes.truncate(cut.index(bytes.len() + 1));
+            }
+            let fast = decode_block(&bytes).ok().and_then(|b| encode_block(&b).ok());
+            let reference = serde_ipld_dagcbor::from_slice::<Block>(&bytes).ok().and_then(|b| encode_block(&b).ok());
+            // The canonical encodings agree whenever the bytes are canonical.
+            if fast.as_deref() == Some(&bytes[..]) || reference.as_deref() == Some(&bytes[..]) {
+                prop_assert_eq!(fast, reference);
+            }
         }
     }
 
