@@ -59,7 +59,7 @@ pub use crate::history::{BlockSource, HistoryError, history};
 pub use crate::memory::{MemoryDag, Replica, ReplicaError};
 pub use crate::merge::{
     AppliedMeta, DagStore, DocState, FieldState, IngestError, Limits, LwwWrite, Outcome, Rejection,
-    ingest,
+    StateCodecError, ingest,
 };
 pub use crate::schema::{
     Collection, CollectionId, CrdtType, Field, Kind, SchemaError, SchemaVersionId, parse_sdl,

@@ -75,6 +75,11 @@ pub struct FieldState {
     pub counter: Option<i128>,
 }
 
+/// Bytes that are not an encoded [`DocState`], or a state that cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("document state encoding: {0}")]
+pub struct StateCodecError(String);
+
 /// A winning LWW write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LwwWrite {
@@ -124,6 +129,24 @@ impl DocState {
             }
         }
         out
+    }
+
+    /// The state as DAG-CBOR (the shape its `Serialize` impl gives), for storage.
+    ///
+    /// # Errors
+    /// Only for a state holding a value DAG-CBOR cannot (states made by the merge never do).
+    pub fn to_bytes(&self) -> Result<Vec<u8>, StateCodecError> {
+        crate::codec::encode_state(self).map_err(|e| StateCodecError(e.to_owned()))
+    }
+
+    /// Reads a state written by [`to_bytes`](DocState::to_bytes).
+    ///
+    /// # Errors
+    /// [`StateCodecError`] for bytes that are not such a state.
+    pub fn from_bytes(bytes: &[u8]) -> Result<DocState, StateCodecError> {
+        crate::codec::check_nesting(bytes, crate::codec::MAX_NESTING + 2)
+            .map_err(|e| StateCodecError(e.to_owned()))?;
+        serde_ipld_dagcbor::from_slice(bytes).map_err(|e| StateCodecError(e.to_string()))
     }
 
     /// The next priority of field `name`: 1 + the highest this replica knows.

@@ -85,7 +85,7 @@ fn main() {
         let doc = block.doc_id();
         states.entry(doc).or_insert_with(|| {
             let state = store.state(&doc).expect("read").expect("stored");
-            serde_ipld_dagcbor::to_vec(&state).expect("encode")
+            state.to_bytes().expect("encode")
         });
     }
     drop(store);
@@ -93,7 +93,12 @@ fn main() {
     // Raw redb, same commit boundaries: (1) the same records in the same tables under the
     // same keys — what the target is about: the store's own cost over the writes it must do;
     // (2) the block bytes alone, for reference.
-    let raw = raw_redb(&dir.path().join("raw.redb"), &blocks, &batches, Some(&states));
+    let raw = raw_redb(
+        &dir.path().join("raw.redb"),
+        &blocks,
+        &batches,
+        Some(&states),
+    );
     let raw_blocks = raw_redb(&dir.path().join("raw-blocks.redb"), &blocks, &batches, None);
 
     // (b) one durable commit per mutation.
@@ -133,8 +138,16 @@ fn main() {
     ));
     report.add("ingest_group_commit_per_s", ours_rate, "mutations/s");
     report.add("ingest_raw_redb_per_s", raw_rate, "mutations/s");
-    report.add("ingest_raw_redb_blocks_only_per_s", raw_blocks_rate, "inserts/s");
-    report.add("ingest_vs_redb_blocks_only_ratio", ours_rate / raw_blocks_rate, "x");
+    report.add(
+        "ingest_raw_redb_blocks_only_per_s",
+        raw_blocks_rate,
+        "inserts/s",
+    );
+    report.add(
+        "ingest_vs_redb_blocks_only_ratio",
+        ours_rate / raw_blocks_rate,
+        "x",
+    );
     report.add("ingest_commits", commits as f64, "commits");
     report.add("ingest_single_commit_per_s", single_rate, "ops/s");
     report.add("ingest_vs_redb_ratio", ours_rate / raw_rate, "x");
@@ -232,7 +245,9 @@ fn raw_redb(
             let mut outbox_table = txn.open_table(outbox_t).expect("table");
             for b in &blocks[at..at + size] {
                 let Some(states) = states else {
-                    blocks_table.insert(&b.cid().to_bytes()[..], b.bytes()).expect("insert");
+                    blocks_table
+                        .insert(&b.cid().to_bytes()[..], b.bytes())
+                        .expect("insert");
                     continue;
                 };
                 // The store's block record: doc ‖ priority ‖ bytes.
@@ -241,8 +256,12 @@ fn raw_redb(
                 record.extend_from_slice(&doc.to_bytes());
                 record.extend_from_slice(&b.block().delta.priority.to_be_bytes());
                 record.extend_from_slice(b.bytes());
-                blocks_table.insert(&b.cid().to_bytes()[..], &record[..]).expect("insert");
-                states_table.insert(&doc.to_bytes()[..], &states[&doc][..]).expect("insert");
+                blocks_table
+                    .insert(&b.cid().to_bytes()[..], &record[..])
+                    .expect("insert");
+                states_table
+                    .insert(&doc.to_bytes()[..], &states[&doc][..])
+                    .expect("insert");
                 if seen.insert(doc) {
                     let mut key = b"\x07replica".to_vec();
                     key.extend_from_slice(&doc.to_bytes());

@@ -485,7 +485,7 @@ pub(crate) fn read_state(
 ) -> Result<Option<DocState>, StorageError> {
     match tx.get(Table::States, &doc.to_bytes())? {
         None => Ok(None),
-        Some(v) => serde_ipld_dagcbor::from_slice(&v)
+        Some(v) => DocState::from_bytes(&v)
             .map(Some)
             .map_err(|_| Table::States.corrupted()),
     }
@@ -570,7 +570,7 @@ impl DagStore for Dag<'_> {
         let doc = b.delta.doc_id;
         let value = layout::encode_block(doc, b.delta.priority, block.bytes());
         self.tx.put(Table::Blocks, &cid.to_bytes(), &value)?;
-        let encoded = serde_ipld_dagcbor::to_vec(&state).map_err(|_| Table::States.corrupted())?;
+        let encoded = state.to_bytes().map_err(|_| Table::States.corrupted())?;
         self.tx.put(Table::States, &doc.to_bytes(), &encoded)?;
         // Only a create or a delete changes the index entry; skipping unchanged writes keeps
         // the pages a batch dirties (and so the bytes each commit writes) few.
