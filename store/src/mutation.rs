@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hypha_crdt::cid::dag_cbor_cid;
 use hypha_crdt::{
     AppliedMeta, Author, Cid, Collection, CollectionId, DagStore, DocId, DocState, IngestError,
-    Limits, Outcome, VerifiedBlock, ingest, parse_sdl,
+    Limits, Outcome, Status, VerifiedBlock, ingest, parse_sdl,
 };
 
 use crate::backend::{ReadTx, WriteTx, scan_prefix};
@@ -572,12 +572,15 @@ impl DagStore for Dag<'_> {
         self.tx.put(Table::Blocks, &cid.to_bytes(), &value)?;
         let encoded = state.to_bytes().map_err(|_| Table::States.corrupted())?;
         self.tx.put(Table::States, &doc.to_bytes(), &encoded)?;
-        // Only a create or a delete changes the index entry; skipping unchanged writes keeps
-        // the pages a batch dirties (and so the bytes each commit writes) few.
-        let key = layout::collection_doc_key(state.collection, doc);
-        let flag = [u8::from(state.deleted)];
-        if self.tx.get(Table::CollectionDocs, &key)?.as_deref() != Some(&flag[..]) {
-            self.tx.put(Table::CollectionDocs, &key, &flag)?;
+        // Only a genesis block (the document's first, since ancestors apply first) or a delete
+        // can change the index entry; other blocks neither read nor write it, which keeps the
+        // pages a batch dirties (and so the bytes each commit writes) few.
+        if b.heads.is_empty() || b.delta.status == Status::Deleted {
+            let key = layout::collection_doc_key(state.collection, doc);
+            let flag = [u8::from(state.deleted)];
+            if self.tx.get(Table::CollectionDocs, &key)?.as_deref() != Some(&flag[..]) {
+                self.tx.put(Table::CollectionDocs, &key, &flag)?;
+            }
         }
         let collection = state.collection;
         let peers: Vec<PeerKey> = self
