@@ -347,7 +347,6 @@ impl VerifiedBlock {
             let (expected, actual) = (Box::new(*expected), Box::new(cid));
             return Err(BlockError::CidMismatch { expected, actual });
         }
-        crate::codec::check_nesting(bytes, crate::codec::MAX_NESTING).map_err(malformed)?;
         let block = crate::codec::decode_block(bytes)
             .map_err(|e| malformed(e.chars().take(200).collect::<String>()))?;
         block.validate()?;

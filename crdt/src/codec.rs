@@ -335,8 +335,8 @@ pub(crate) fn encode_state(state: &crate::merge::DocState) -> Result<Vec<u8>, &'
 /// It reads keys in canonical order and refuses anything else it cannot represent; it is not
 /// the canonicality check itself: the caller re-encodes and compares bytes, which catches every
 /// other non-canonical form (non-minimal heads, short floats, duplicate keys). Recursion is
-/// bounded by `MAX_NESTING` (checked again here, though [`check_nesting`] runs first), and no
-/// allocation is sized by a length the input has not shown to hold.
+/// bounded by `MAX_NESTING`, so nested values cannot exhaust the stack, and no allocation is
+/// sized by a length the input has not shown to hold.
 pub(crate) fn decode_block(data: &[u8]) -> Result<Block, String> {
     let mut r = Reader { data, at: 0 };
     let entries = r.len_of(MAP)?;
@@ -591,8 +591,9 @@ impl<'a> Reader<'a> {
 }
 
 /// Checks, without recursion or allocation, that `data` is a sequence of definite-length CBOR
-/// items nested at most `max_depth` deep. Run before any recursive decoder sees peer bytes,
-/// so a block of nested arrays cannot exhaust the stack.
+/// items nested at most `max_depth` deep. Run before a recursive decoder without a depth
+/// limit of its own (`serde_ipld_dagcbor`, for stored states) sees the bytes, so nested arrays
+/// cannot exhaust the stack.
 pub(crate) fn check_nesting(data: &[u8], max_depth: usize) -> Result<(), &'static str> {
     // Items still to read at each open level; the bottom entry is the one top-level item.
     let mut remaining: Vec<u64> = Vec::with_capacity(16);
