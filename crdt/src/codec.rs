@@ -506,10 +506,15 @@ impl<'a> Reader<'a> {
         self.take(n)
     }
 
+    /// Reads a map key that must be `expected` (compared as bytes: no UTF-8 check needed).
     fn key(&mut self, expected: &str) -> Result<(), String> {
-        match self.text()? {
-            key if key == expected => Ok(()),
-            key => Err(format!("expected key {expected:?}, found {key:?}")),
+        let n = self.len_of(TEXT)?;
+        match self.take(n)? {
+            key if key == expected.as_bytes() => Ok(()),
+            key => Err(format!(
+                "expected key {expected:?}, found {:?}",
+                String::from_utf8_lossy(key)
+            )),
         }
     }
 
