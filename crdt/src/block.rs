@@ -212,6 +212,17 @@ impl Block {
         Ok(VerifiedBlock::new(dag_cbor_cid(&bytes), bytes, self))
     }
 
+    /// The block's canonical DAG-CBOR bytes as it stands, without the structural checks or
+    /// the signing of [`encode`](Block::encode) and [`sign`](Block::sign); its CID is
+    /// [`dag_cbor_cid`](crate::cid::dag_cbor_cid) of them. For tools and measurements; blocks
+    /// that travel are made by `encode` or `sign`.
+    ///
+    /// # Errors
+    /// [`BlockError`] when a value cannot be DAG-CBOR or the block is too large.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, BlockError> {
+        encode_checked(self)
+    }
+
     /// Encodes the block signed by `key`.
     ///
     /// # Errors
