@@ -40,19 +40,19 @@ pub(crate) fn encode_block(block: &Block) -> Result<Vec<u8>, &'static str> {
     let entries = 2 + usize::from(block.author.is_some()) + usize::from(block.signature.is_some());
     head(&mut out, MAP, entries as u64);
     // Canonical order: shorter keys first, then bytewise.
-    text(&mut out, "delta");
+    key(&mut out, b"\x65delta");
     encode_delta(&mut out, &block.delta)?;
-    text(&mut out, "heads");
+    key(&mut out, b"\x65heads");
     head(&mut out, ARRAY, block.heads.len() as u64);
     for cid in &block.heads {
         link(&mut out, cid);
     }
     if let Some(author) = &block.author {
-        text(&mut out, "author");
+        key(&mut out, b"\x66author");
         bytes(&mut out, &author.0);
     }
     if let Some(signature) = &block.signature {
-        text(&mut out, "signature");
+        key(&mut out, b"\x69signature");
         bytes(&mut out, signature);
     }
     Ok(out)
@@ -60,13 +60,13 @@ pub(crate) fn encode_block(block: &Block) -> Result<Vec<u8>, &'static str> {
 
 fn encode_delta(out: &mut Vec<u8>, delta: &Delta) -> Result<(), &'static str> {
     head(out, MAP, 6);
-    text(out, "docID");
+    key(out, b"\x65docID");
     let mut id = [0u8; 40];
     id[..4].copy_from_slice(b"bae-");
     delta.doc_id.uuid().hyphenated().encode_lower(&mut id[4..]);
     // invariant: "bae-" and a hyphenated UUID are ASCII.
     text(out, std::str::from_utf8(&id).expect("ASCII docID"));
-    text(out, "fields");
+    key(out, b"\x66fields");
     head(out, MAP, delta.fields.len() as u64);
     if lengths_ascend(delta.fields.keys()) {
         // Bytewise order with lengths that never decrease is already canonical order.
@@ -82,7 +82,7 @@ fn encode_delta(out: &mut Vec<u8>, delta: &Delta) -> Result<(), &'static str> {
             encode_op(out, op)?;
         }
     }
-    text(out, "status");
+    key(out, b"\x66status");
     text(
         out,
         match delta.status {
@@ -90,31 +90,31 @@ fn encode_delta(out: &mut Vec<u8>, delta: &Delta) -> Result<(), &'static str> {
             Status::Deleted => "deleted",
         },
     );
-    text(out, "priority");
+    key(out, b"\x68priority");
     uint(out, delta.priority);
-    text(out, "collection");
+    key(out, b"\x6acollection");
     cid_bytes(out, &delta.collection.0);
-    text(out, "schemaVersion");
+    key(out, b"\x6dschemaVersion");
     cid_bytes(out, &delta.schema_version.0);
     Ok(())
 }
 
 fn encode_op(out: &mut Vec<u8>, op: &FieldOp) -> Result<(), &'static str> {
     head(out, MAP, 3);
-    text(out, "crdt");
+    key(out, b"\x64crdt");
     match op {
         FieldOp::Lww { priority, value } => {
-            text(out, "lww");
-            text(out, "value");
+            key(out, b"\x63lww");
+            key(out, b"\x65value");
             encode_ipld(out, value, 4)?;
-            text(out, "priority");
+            key(out, b"\x68priority");
             uint(out, *priority);
         }
         FieldOp::Counter { crdt, value, nonce } => {
             text(out, crdt.name());
-            text(out, "nonce");
+            key(out, b"\x65nonce");
             uint(out, *nonce);
-            text(out, "value");
+            key(out, b"\x65value");
             int(out, (*value).into())?;
         }
     }
@@ -224,6 +224,17 @@ fn int(out: &mut Vec<u8>, i: i128) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Writes a text string whose CBOR encoding (header and bytes) is given whole: the keys and
+/// fixed strings of the format, written without computing their headers.
+fn key(out: &mut Vec<u8>, encoded: &[u8]) {
+    debug_assert_eq!(
+        usize::from(encoded[0] - 0x60),
+        encoded.len() - 1,
+        "a short text item"
+    );
+    out.extend_from_slice(encoded);
+}
+
 fn text(out: &mut Vec<u8>, s: &str) {
     head(out, TEXT, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
@@ -283,20 +294,20 @@ pub(crate) fn encode_state(state: &crate::merge::DocState) -> Result<Vec<u8>, &'
     head(&mut out, MAP, 7);
     // Canonical order of the field names: heads, blocks, doc_id, fields, height, deleted,
     // collection.
-    text(&mut out, "heads");
+    key(&mut out, b"\x65heads");
     head(&mut out, ARRAY, state.heads.len() as u64);
     for cid in &state.heads {
         link(&mut out, cid);
     }
-    text(&mut out, "blocks");
+    key(&mut out, b"\x66blocks");
     uint(&mut out, state.blocks);
-    text(&mut out, "doc_id");
+    key(&mut out, b"\x66doc_id");
     let mut id = [0u8; 40];
     id[..4].copy_from_slice(b"bae-");
     state.doc_id.uuid().hyphenated().encode_lower(&mut id[4..]);
     // invariant: "bae-" and a hyphenated UUID are ASCII.
     text(&mut out, std::str::from_utf8(&id).expect("ASCII docID"));
-    text(&mut out, "fields");
+    key(&mut out, b"\x66fields");
     head(&mut out, MAP, state.fields.len() as u64);
     let mut names: Vec<(&String, &crate::merge::FieldState)> = state.fields.iter().collect();
     if !lengths_ascend(state.fields.keys()) {
@@ -305,27 +316,27 @@ pub(crate) fn encode_state(state: &crate::merge::DocState) -> Result<Vec<u8>, &'
     for (name, field) in names {
         text(&mut out, name);
         head(&mut out, MAP, 1 + u64::from(field.counter.is_some()));
-        text(&mut out, "lww");
+        key(&mut out, b"\x63lww");
         match &field.lww {
             None => out.push(SIMPLE << 5 | 22),
             Some(write) => {
                 head(&mut out, MAP, 2);
-                text(&mut out, "value");
+                key(&mut out, b"\x65value");
                 encode_ipld(&mut out, &write.value, 3)?;
-                text(&mut out, "priority");
+                key(&mut out, b"\x68priority");
                 uint(&mut out, write.priority);
             }
         }
         if let Some(counter) = field.counter {
-            text(&mut out, "counter");
+            key(&mut out, b"\x67counter");
             bytes(&mut out, &counter.to_be_bytes());
         }
     }
-    text(&mut out, "height");
+    key(&mut out, b"\x66height");
     uint(&mut out, state.height);
-    text(&mut out, "deleted");
+    key(&mut out, b"\x67deleted");
     out.push(SIMPLE << 5 | if state.deleted { 21 } else { 20 });
-    text(&mut out, "collection");
+    key(&mut out, b"\x6acollection");
     link(&mut out, &state.collection.0);
     Ok(out)
 }
