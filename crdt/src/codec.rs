@@ -471,7 +471,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     /// Reads an item head: major type and argument. Refuses indefinite lengths.
-    fn head(&mut self) -> Result<(u8, u64), String> {
+    fn head(&mut self) -> Result<(u8, u64), &'static str> {
         let initial = *self.data.get(self.at).ok_or("truncated")?;
         self.at += 1;
         let info = initial & 0x1f;
@@ -483,7 +483,7 @@ impl<'a> Reader<'a> {
                 self.at += len;
                 raw.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b))
             }
-            _ => return Err("indefinite length or reserved value".into()),
+            _ => return Err("indefinite length or reserved value"),
         };
         Ok((initial >> 5, n))
     }
@@ -495,7 +495,7 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn take(&mut self, n: u64) -> Result<&'a [u8], String> {
+    fn take(&mut self, n: u64) -> Result<&'a [u8], &'static str> {
         let n = usize::try_from(n).map_err(|_| "length too large")?;
         let end = self
             .at
@@ -514,7 +514,7 @@ impl<'a> Reader<'a> {
 
     fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.len_of(BYTES)?;
-        self.take(n)
+        Ok(self.take(n)?)
     }
 
     /// Reads a map key that must be `expected` (compared as bytes: no UTF-8 check needed).
@@ -611,38 +611,20 @@ impl<'a> Reader<'a> {
 /// limit of its own (`serde_ipld_dagcbor`, for stored states) sees the bytes, so nested arrays
 /// cannot exhaust the stack.
 pub(crate) fn check_nesting(data: &[u8], max_depth: usize) -> Result<(), &'static str> {
+    let mut r = Reader { data, at: 0 };
     // Items still to read at each open level; the bottom entry is the one top-level item.
     let mut remaining: Vec<u64> = Vec::with_capacity(16);
     remaining.push(1);
-    let mut at = 0usize;
-    while let Some(&left) = remaining.last() {
-        if left == 0 {
+    while let Some(top) = remaining.last_mut() {
+        if *top == 0 {
             remaining.pop();
             continue;
         }
-        if let Some(top) = remaining.last_mut() {
-            *top -= 1;
-        }
-        let initial = *data.get(at).ok_or("truncated")?;
-        at += 1;
-        let (major, info) = (initial >> 5, initial & 0x1f);
-        let n: u64 = match info {
-            0..=23 => u64::from(info),
-            24..=27 => {
-                let len = 1usize << (info - 24);
-                let raw = data.get(at..at + len).ok_or("truncated")?;
-                at += len;
-                raw.iter().fold(0u64, |acc, b| acc << 8 | u64::from(*b))
-            }
-            _ => return Err("indefinite length or reserved value"),
-        };
+        *top -= 1;
+        let (major, n) = r.head()?;
         match major {
             BYTES | TEXT => {
-                let len = usize::try_from(n).map_err(|_| "length too large")?;
-                at = at
-                    .checked_add(len)
-                    .filter(|end| *end <= data.len())
-                    .ok_or("truncated")?;
+                r.take(n)?;
             }
             ARRAY | MAP | TAG => {
                 if remaining.len() > max_depth {
@@ -655,7 +637,7 @@ pub(crate) fn check_nesting(data: &[u8], max_depth: usize) -> Result<(), &'stati
                 };
                 // A length that the remaining bytes cannot hold is refused here, before
                 // anything is allocated for it.
-                if items > (data.len() - at) as u64 {
+                if items > (data.len() - r.at) as u64 {
                     return Err("truncated");
                 }
                 remaining.push(items);
@@ -663,7 +645,7 @@ pub(crate) fn check_nesting(data: &[u8], max_depth: usize) -> Result<(), &'stati
             _ => {}
         }
     }
-    if at != data.len() {
+    if r.at != data.len() {
         return Err("trailing bytes");
     }
     Ok(())

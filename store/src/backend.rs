@@ -321,9 +321,10 @@ fn mem_scan(
     Ok(())
 }
 
-impl ReadTx for MemRead<'_> {
+/// Reads over the maps themselves; both memory transactions read through this.
+impl ReadTx for Maps {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.tables[table.index()].get(key).cloned())
+        Ok(self[table.index()].get(key).cloned())
     }
 
     fn scan(
@@ -333,11 +334,31 @@ impl ReadTx for MemRead<'_> {
         to: Option<&[u8]>,
         visit: Visit<'_>,
     ) -> Result<(), StorageError> {
-        mem_scan(&self.tables[table.index()], from, to, visit)
+        mem_scan(&self[table.index()], from, to, visit)
     }
 
     fn len(&self, table: Table) -> Result<u64, StorageError> {
-        Ok(self.tables[table.index()].len() as u64)
+        Ok(self[table.index()].len() as u64)
+    }
+}
+
+impl ReadTx for MemRead<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        ReadTx::get(self.tables, table, key)
+    }
+
+    fn scan(
+        &self,
+        table: Table,
+        from: &[u8],
+        to: Option<&[u8]>,
+        visit: Visit<'_>,
+    ) -> Result<(), StorageError> {
+        ReadTx::scan(self.tables, table, from, to, visit)
+    }
+
+    fn len(&self, table: Table) -> Result<u64, StorageError> {
+        ReadTx::len(self.tables, table)
     }
 }
 
@@ -365,7 +386,7 @@ impl Drop for MemWrite<'_> {
 
 impl ReadTx for MemWrite<'_> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.tables[table.index()].get(key).cloned())
+        ReadTx::get(&*self.tables, table, key)
     }
 
     fn scan(
@@ -375,11 +396,11 @@ impl ReadTx for MemWrite<'_> {
         to: Option<&[u8]>,
         visit: Visit<'_>,
     ) -> Result<(), StorageError> {
-        mem_scan(&self.tables[table.index()], from, to, visit)
+        ReadTx::scan(&*self.tables, table, from, to, visit)
     }
 
     fn len(&self, table: Table) -> Result<u64, StorageError> {
-        Ok(self.tables[table.index()].len() as u64)
+        ReadTx::len(&*self.tables, table)
     }
 }
 
