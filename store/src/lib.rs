@@ -40,7 +40,9 @@
 //! per document, since the current heads are read at push time. When a peer's outbox holds
 //! [`Config::with_max_outbox_per_peer`] entries and one more is due, its entries collapse into
 //! a *catch-up* marker: the replicator catches the peer up by head exchange and then clears the
-//! marker ([`Mutation::ClearCatchUp`]); until then no entries are added. Setting a replicator
+//! marker ([`Mutation::ClearCatchUp`]); until then no entries are added. An entry is dropped
+//! by [`Mutation::AckOutbox`] only if the acknowledged heads are still the document's heads, so
+//! a block committed while a push was in flight is never lost from the outbox. Setting a replicator
 //! whose scope is new sets the marker as well. The outbox hook lives in the merge's
 //! `put_applied`, so the cascade of released pending blocks is covered.
 //!

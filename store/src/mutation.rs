@@ -73,12 +73,16 @@ pub enum Mutation {
     Subscribe(Subscription),
     /// Stops following a collection or document.
     Unsubscribe(Subscription),
-    /// Drops an outbox entry once the peer acknowledged a durable commit of the document.
+    /// Drops an outbox entry once the peer acknowledged a durable commit of the document at
+    /// `heads`. If the document's heads moved on since the push was made, the entry stays
+    /// (the newer blocks still need pushing) and `changed` is false.
     AckOutbox {
         /// The peer.
         peer: PeerKey,
         /// The document.
         doc_id: DocId,
+        /// The heads that were pushed and acknowledged.
+        heads: Vec<Cid>,
     },
     /// Clears a peer's catch-up marker. Submit it when the head exchange that catches the
     /// peer up *starts* (it reads heads after this commit), so nothing committed later is
@@ -247,9 +251,15 @@ pub(crate) fn run(
             let changed = tx.remove(Table::Subscriptions, &subscription_key(sub))?;
             Ok(Committed::Meta { changed })
         }
-        Mutation::AckOutbox { peer, doc_id } => {
+        Mutation::AckOutbox {
+            peer,
+            doc_id,
+            heads,
+        } => {
             check_peer(peer)?;
-            let changed = tx.remove(Table::Outbox, &layout::outbox_key(peer, *doc_id))?;
+            let current = read_state(tx, doc_id)?.map(|state| state.heads);
+            let changed = current.as_ref() == Some(heads)
+                && tx.remove(Table::Outbox, &layout::outbox_key(peer, *doc_id))?;
             if changed {
                 let (n, catch_up) = outbox_meta(tx, peer)?;
                 let meta = layout::encode_outbox_meta(n.saturating_sub(1), catch_up);

@@ -283,10 +283,23 @@ fn outbox_holds_one_entry_per_document_and_acks_drop_it() {
                 .iter()
                 .all(|d| *d != other)
         );
+        // An ack for heads the document has moved past keeps the entry.
+        let stale = Mutation::AckOutbox {
+            peer: peer(1),
+            doc_id: doc,
+            heads: vec![],
+        };
+        assert_eq!(
+            store.commit(stale).unwrap().committed,
+            Committed::Meta { changed: false }
+        );
+        assert_eq!(store.outbox(&peer(1), 10).unwrap().len, 1);
+        let heads = store.state(&doc).unwrap().unwrap().heads;
         let r = store
             .commit(Mutation::AckOutbox {
                 peer: peer(1),
                 doc_id: doc,
+                heads,
             })
             .unwrap();
         assert_eq!(r.committed, Committed::Meta { changed: true });

@@ -72,6 +72,7 @@ fn mutation(
     docs: &[DocId],
     remote: &[VerifiedBlock],
     books: hypha_crdt::CollectionId,
+    heads: &dyn Fn(DocId) -> Vec<hypha_crdt::Cid>,
 ) -> Mutation {
     let doc = |i: u8| {
         docs.get(usize::from(i) % docs.len().max(1))
@@ -118,6 +119,7 @@ fn mutation(
         Op::Ack(p, d) => Mutation::AckOutbox {
             peer: peer(p),
             doc_id: doc(d),
+            heads: heads(doc(d)),
         },
         Op::ClearCatchUp(p) => Mutation::ClearCatchUp { peer: peer(p) },
         Op::Remember(p, t) => Mutation::RememberPeer {
@@ -153,7 +155,8 @@ proptest! {
         }
         let books = memory.collection("Books").unwrap().unwrap().id();
         for op in &ops {
-            let m = mutation(op, &docs, &remote, books);
+            let heads = |d: DocId| memory.state(&d).unwrap().map(|s| s.heads).unwrap_or_default();
+            let m = mutation(op, &docs, &remote, books, &heads);
             let a = disk.commit(m.clone());
             let b = memory.commit(m);
             prop_assert_eq!(discriminant(&a), discriminant(&b));
