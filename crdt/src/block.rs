@@ -214,7 +214,7 @@ impl Block {
 
     /// The block's canonical DAG-CBOR bytes as it stands, without the structural checks or
     /// the signing of [`encode`](Block::encode) and [`sign`](Block::sign); its CID is
-    /// [`dag_cbor_cid`](crate::cid::dag_cbor_cid) of them. For tools and measurements; blocks
+    /// [`dag_cbor_cid`] of them. For tools and measurements; blocks
     /// that travel are made by `encode` or `sign`.
     ///
     /// # Errors

@@ -1,0 +1,4 @@
+// Automatically generated mod.rs
+pub mod backfill;
+pub mod pubsub;
+pub mod replicator;
