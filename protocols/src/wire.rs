@@ -32,6 +32,10 @@
 use hypha_crdt::block::MAX_BLOCK_BYTES;
 use quick_protobuf::{BytesReader, MessageRead, MessageWrite, Writer};
 
+use crate::generated::hypha::backfill::v1 as backfill;
+use crate::generated::hypha::pubsub::v1 as pubsub;
+use crate::generated::hypha::replicator::v1 as replicator;
+
 /// The stream protocol that backfills missing DAG history.
 pub const BACKFILL_PROTOCOL: &str = "/hypha/backfill/1.0.0";
 /// The stream protocol of active replication (push and ack).
@@ -99,13 +103,82 @@ pub fn encode_frame<M: MessageWrite>(
     Ok(out)
 }
 
+/// A protobuf message Hypha sends in a frame.
+pub trait WireMessage: for<'a> MessageRead<'a> + MessageWrite {
+    /// The field numbers that hold nested messages (one level deep is all Hypha uses).
+    const NESTED: &'static [u32] = &[];
+}
+
+impl WireMessage for backfill::Request {}
+impl WireMessage for backfill::Response {}
+impl WireMessage for pubsub::Update {}
+impl WireMessage for replicator::Frame {
+    const NESTED: &'static [u32] = &[1, 2];
+}
+
 /// Decodes the protobuf bytes of one frame (without its length prefix).
+///
+/// The bytes are first checked to be well-formed protobuf — every varint complete, every
+/// fixed-width and length-delimited field inside its enclosing message, no groups — because
+/// quick-protobuf 0.8.1 trusts a nested message's length and underflows on one that runs past
+/// its parent (found by the `decode_wire` fuzz target; the input is a regression test).
 ///
 /// # Errors
 /// [`DecodeError`] for bytes that are not a valid `M`. Never panics, whatever the bytes.
-pub fn decode_message<'a, M: MessageRead<'a>>(bytes: &'a [u8]) -> Result<M, DecodeError> {
+pub fn decode_message<M: WireMessage>(bytes: &[u8]) -> Result<M, DecodeError> {
+    check_wire(bytes, M::NESTED)?;
     let mut reader = BytesReader::from_bytes(bytes);
     M::from_reader(&mut reader, bytes).map_err(|e| DecodeError(e.to_string()))
+}
+
+/// Checks that `bytes` is a well-formed protobuf message, and so are the fields numbered in
+/// `nested` (with nothing nested further).
+fn check_wire(bytes: &[u8], nested: &[u32]) -> Result<(), DecodeError> {
+    let err = |what: &str| DecodeError(what.to_owned());
+    let mut at = 0;
+    while at < bytes.len() {
+        let tag = read_varint(bytes, &mut at).ok_or_else(|| err("truncated tag"))?;
+        let field = u32::try_from(tag >> 3).map_err(|_| err("field number out of range"))?;
+        let end = match tag & 7 {
+            0 => {
+                read_varint(bytes, &mut at).ok_or_else(|| err("truncated varint"))?;
+                at
+            }
+            1 => at.checked_add(8).ok_or_else(|| err("truncated fixed64"))?,
+            2 => {
+                let len = read_varint(bytes, &mut at).ok_or_else(|| err("truncated length"))?;
+                let len = usize::try_from(len).map_err(|_| err("length out of range"))?;
+                let end = at
+                    .checked_add(len)
+                    .ok_or_else(|| err("length out of range"))?;
+                if end <= bytes.len() && nested.contains(&field) {
+                    check_wire(&bytes[at..end], &[])?;
+                }
+                end
+            }
+            5 => at.checked_add(4).ok_or_else(|| err("truncated fixed32"))?,
+            _ => return Err(err("groups and unknown wire types are not accepted")),
+        };
+        if end > bytes.len() {
+            return Err(err("a field runs past the end of its message"));
+        }
+        at = end;
+    }
+    Ok(())
+}
+
+/// Reads a varint of at most 10 bytes at `*at`, advancing it.
+fn read_varint(bytes: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    for shift in 0..10 {
+        let byte = *bytes.get(*at)?;
+        *at += 1;
+        value |= u64::from(byte & 0x7f) << (7 * shift);
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Splits a byte stream into frames, holding at most one partial frame.
@@ -182,9 +255,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::generated::hypha::backfill::v1 as backfill;
-    use crate::generated::hypha::pubsub::v1 as pubsub;
-    use crate::generated::hypha::replicator::v1 as replicator;
 
     fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(any::<u8>(), 0..max)
@@ -273,10 +343,7 @@ mod tests {
 
     /// Frames `message`, feeds the stream to a reader in chunks of `chunk` bytes, and decodes
     /// the one frame that comes out.
-    fn round_trip<M>(message: &M, chunk: usize) -> M
-    where
-        M: MessageWrite + for<'a> MessageRead<'a>,
-    {
+    fn round_trip<M: WireMessage>(message: &M, chunk: usize) -> M {
         let frame = encode_frame(message, DEFAULT_MAX_FRAME_BYTES).unwrap();
         let mut reader = FrameReader::new(DEFAULT_MAX_FRAME_BYTES);
         let mut frames = Vec::new();
@@ -369,6 +436,24 @@ mod tests {
     }
 
     #[test]
+    fn a_nested_message_running_past_its_parent_is_refused() {
+        // A frame whose ack claims 3 bytes but whose own fields run past them.
+        let err = decode_message::<replicator::Frame>(&[0x12, 3, 0x1a, 0x7f, 0x00]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "malformed message: a field runs past the end of its message"
+        );
+        assert!(
+            decode_message::<pubsub::Update>(&[0x0b]).is_err(),
+            "groups are refused"
+        );
+        assert!(
+            decode_message::<pubsub::Update>(&[0x08, 0xff]).is_err(),
+            "truncated varint"
+        );
+    }
+
+    #[test]
     fn empty_frames_are_frames() {
         let frame = encode_frame(&pubsub::Update::default(), 16).unwrap();
         assert_eq!(frame, [0, 0, 0, 0]);
@@ -382,7 +467,10 @@ mod tests {
     #[test]
     fn unknown_status_values_are_never_success() {
         // An ack whose status is a value this version does not know (field 2, varint 99).
-        let ack: replicator::Ack = decode_message(&[0x10, 99]).unwrap();
+        let frame: replicator::Frame = decode_message(&[0x12, 2, 0x10, 99]).unwrap();
+        let replicator::mod_Frame::OneOfkind::ack(ack) = frame.kind else {
+            panic!("an ack")
+        };
         assert_eq!(ack.status, replicator::AckStatus::ACK_STATUS_UNSPECIFIED);
         let response: backfill::Response = decode_message(&[0x20, 42]).unwrap();
         assert_eq!(response.status, backfill::Status::STATUS_UNSPECIFIED);
