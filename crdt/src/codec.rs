@@ -39,8 +39,8 @@ pub(crate) fn encode_block(block: &Block) -> Result<Vec<u8>, &'static str> {
     let mut out = Vec::with_capacity(384 + 40 * block.heads.len());
     let entries = 2 + usize::from(block.author.is_some()) + usize::from(block.signature.is_some());
     head(&mut out, MAP, entries as u64);
-    // Canonical order: shorter keys first, then bytewise.
-    key(&mut out, b"\x65delta");
+    // Canonical order: shorter keys first, then bytewise. Runs of fixed bytes (keys, headers
+    // of known size) are written as one piece.
     encode_delta(&mut out, &block.delta)?;
     key(&mut out, b"\x65heads");
     head(&mut out, ARRAY, block.heads.len() as u64);
@@ -59,14 +59,18 @@ pub(crate) fn encode_block(block: &Block) -> Result<Vec<u8>, &'static str> {
 }
 
 fn encode_delta(out: &mut Vec<u8>, delta: &Delta) -> Result<(), &'static str> {
-    head(out, MAP, 6);
-    key(out, b"\x65docID");
-    let mut id = [0u8; 40];
-    id[..4].copy_from_slice(b"bae-");
-    delta.doc_id.uuid().hyphenated().encode_lower(&mut id[4..]);
-    // invariant: "bae-" and a hyphenated UUID are ASCII.
-    text(out, std::str::from_utf8(&id).expect("ASCII docID"));
-    key(out, b"\x66fields");
+    // "delta": {6 entries} "docID": 40-byte text "bae-" …
+    out.extend_from_slice(b"\x65delta\xa6\x65docID\x78\x28bae-");
+    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    out.extend_from_slice(
+        delta
+            .doc_id
+            .uuid()
+            .hyphenated()
+            .encode_lower(&mut id)
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\x66fields");
     head(out, MAP, delta.fields.len() as u64);
     if lengths_ascend(delta.fields.keys()) {
         // Bytewise order with lengths that never decrease is already canonical order.
@@ -82,15 +86,10 @@ fn encode_delta(out: &mut Vec<u8>, delta: &Delta) -> Result<(), &'static str> {
             encode_op(out, op)?;
         }
     }
-    key(out, b"\x66status");
-    text(
-        out,
-        match delta.status {
-            Status::Active => "active",
-            Status::Deleted => "deleted",
-        },
-    );
-    key(out, b"\x68priority");
+    out.extend_from_slice(match delta.status {
+        Status::Active => b"\x66status\x66active\x68priority",
+        Status::Deleted => b"\x66status\x67deleted\x68priority",
+    });
     uint(out, delta.priority);
     key(out, b"\x6acollection");
     cid_bytes(out, &delta.collection.0);
@@ -100,17 +99,16 @@ fn encode_delta(out: &mut Vec<u8>, delta: &Delta) -> Result<(), &'static str> {
 }
 
 fn encode_op(out: &mut Vec<u8>, op: &FieldOp) -> Result<(), &'static str> {
-    head(out, MAP, 3);
-    key(out, b"\x64crdt");
     match op {
         FieldOp::Lww { priority, value } => {
-            key(out, b"\x63lww");
-            key(out, b"\x65value");
+            // {3 entries} "crdt": "lww", "value": …
+            out.extend_from_slice(b"\xa3\x64crdt\x63lww\x65value");
             encode_ipld(out, value, 4)?;
             key(out, b"\x68priority");
             uint(out, *priority);
         }
         FieldOp::Counter { crdt, value, nonce } => {
+            out.extend_from_slice(b"\xa3\x64crdt");
             text(out, crdt.name());
             key(out, b"\x65nonce");
             uint(out, *nonce);
