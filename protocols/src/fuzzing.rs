@@ -24,8 +24,7 @@ pub fn decode_frames(data: &[u8]) {
         );
         for frame in frames {
             check::<replicator::Frame>(&frame);
-            check::<backfill::Request>(&frame);
-            check::<backfill::Response>(&frame);
+            check::<backfill::Frame>(&frame);
             check::<pubsub::Update>(&frame);
         }
     }

@@ -109,8 +109,9 @@ pub trait WireMessage: for<'a> MessageRead<'a> + MessageWrite {
     const NESTED: &'static [u32] = &[];
 }
 
-impl WireMessage for backfill::Request {}
-impl WireMessage for backfill::Response {}
+impl WireMessage for backfill::Frame {
+    const NESTED: &'static [u32] = &[1, 2];
+}
 impl WireMessage for pubsub::Update {}
 impl WireMessage for replicator::Frame {
     const NESTED: &'static [u32] = &[1, 2];
@@ -366,8 +367,10 @@ mod tests {
 
         #[test]
         fn backfill_messages_round_trip(request in request(), response in response(), chunk in 1usize..64) {
-            prop_assert_eq!(round_trip(&request, chunk), request);
-            prop_assert_eq!(round_trip(&response, chunk), response);
+            let frame = backfill::Frame { kind: backfill::mod_Frame::OneOfkind::request(request) };
+            prop_assert_eq!(round_trip(&frame, chunk), frame);
+            let frame = backfill::Frame { kind: backfill::mod_Frame::OneOfkind::response(response) };
+            prop_assert_eq!(round_trip(&frame, chunk), frame);
         }
 
         #[test]
@@ -378,8 +381,7 @@ mod tests {
         #[test]
         fn decoding_arbitrary_bytes_never_panics(data in bytes(512)) {
             let _ = decode_message::<replicator::Frame>(&data);
-            let _ = decode_message::<backfill::Request>(&data);
-            let _ = decode_message::<backfill::Response>(&data);
+            let _ = decode_message::<backfill::Frame>(&data);
             let _ = decode_message::<pubsub::Update>(&data);
         }
 
@@ -472,7 +474,10 @@ mod tests {
             panic!("an ack")
         };
         assert_eq!(ack.status, replicator::AckStatus::ACK_STATUS_UNSPECIFIED);
-        let response: backfill::Response = decode_message(&[0x20, 42]).unwrap();
+        let frame: backfill::Frame = decode_message(&[0x12, 2, 0x20, 42]).unwrap();
+        let backfill::mod_Frame::OneOfkind::response(response) = frame.kind else {
+            panic!("a response")
+        };
         assert_eq!(response.status, backfill::Status::STATUS_UNSPECIFIED);
     }
 }

@@ -56,6 +56,63 @@ impl<'a> From<&'a str> for Status {
 
 #[allow(clippy::derive_partial_eq_without_eq)]
 #[derive(Debug, Default, PartialEq, Clone)]
+pub struct Frame {
+    pub kind: hypha::backfill::v1::mod_Frame::OneOfkind,
+}
+
+impl<'a> MessageRead<'a> for Frame {
+    fn from_reader(r: &mut BytesReader, bytes: &'a [u8]) -> Result<Self> {
+        let mut msg = Self::default();
+        while !r.is_eof() {
+            match r.next_tag(bytes) {
+                Ok(10) => msg.kind = hypha::backfill::v1::mod_Frame::OneOfkind::request(r.read_message::<hypha::backfill::v1::Request>(bytes)?),
+                Ok(18) => msg.kind = hypha::backfill::v1::mod_Frame::OneOfkind::response(r.read_message::<hypha::backfill::v1::Response>(bytes)?),
+                Ok(t) => { r.read_unknown(bytes, t)?; }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(msg)
+    }
+}
+
+impl MessageWrite for Frame {
+    fn get_size(&self) -> usize {
+        0
+        + match self.kind {
+            hypha::backfill::v1::mod_Frame::OneOfkind::request(ref m) => 1 + sizeof_len((m).get_size()),
+            hypha::backfill::v1::mod_Frame::OneOfkind::response(ref m) => 1 + sizeof_len((m).get_size()),
+            hypha::backfill::v1::mod_Frame::OneOfkind::None => 0,
+    }    }
+
+    fn write_message<W: WriterBackend>(&self, w: &mut Writer<W>) -> Result<()> {
+        match self.kind {            hypha::backfill::v1::mod_Frame::OneOfkind::request(ref m) => { w.write_with_tag(10, |w| w.write_message(m))? },
+            hypha::backfill::v1::mod_Frame::OneOfkind::response(ref m) => { w.write_with_tag(18, |w| w.write_message(m))? },
+            hypha::backfill::v1::mod_Frame::OneOfkind::None => {},
+    }        Ok(())
+    }
+}
+
+pub mod mod_Frame {
+
+use super::*;
+
+#[derive(Debug, PartialEq, Clone)]
+pub enum OneOfkind {
+    request(hypha::backfill::v1::Request),
+    response(hypha::backfill::v1::Response),
+    None,
+}
+
+impl Default for OneOfkind {
+    fn default() -> Self {
+        OneOfkind::None
+    }
+}
+
+}
+
+#[allow(clippy::derive_partial_eq_without_eq)]
+#[derive(Debug, Default, PartialEq, Clone)]
 pub struct Request {
     pub id: u64,
     pub doc_id: Vec<u8>,
