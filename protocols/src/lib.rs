@@ -11,6 +11,7 @@
 //! messages of backfill, active replication and pubsub (`proto/*.proto`, generated with
 //! `pb-rs` and checked in). The cores come next; nothing here pretends to replicate yet.
 
+pub mod backfill;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod wire;
