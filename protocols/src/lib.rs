@@ -6,10 +6,13 @@
 //! the `libp2p` feature, thin `NetworkBehaviour`s around them. Cores do no IO, read no clock
 //! and draw no OS randomness: time, seeds, frames and persist acknowledgements are inputs.
 //!
-//! What exists today is the wire layer ([`wire`]): the length-prefixed framing every stream
-//! protocol shares, with its size cap checked before anything is allocated, and the protobuf
-//! messages of backfill, active replication and pubsub (`proto/*.proto`, generated with
-//! `pb-rs` and checked in). The cores come next; nothing here pretends to replicate yet.
+//! What exists today:
+//! - [`wire`]: the length-prefixed framing every stream protocol shares, with its size cap
+//!   checked before anything is allocated, and the protobuf messages of backfill, active
+//!   replication and pubsub (`proto/*.proto`, generated with `pb-rs` and checked in);
+//! - [`backfill`]: the core that fetches and serves missing DAG history in one round trip.
+//!
+//! The other cores and the coordinator come next; nothing here replicates on its own yet.
 
 pub mod backfill;
 #[cfg(feature = "fuzzing")]
