@@ -41,6 +41,23 @@ fn peer(n: u8) -> PeerKey {
     PeerKey(vec![n; 8])
 }
 
+/// Sets peer 1 as a replicator of Books, already caught up, so every commit feeds its outbox.
+fn replicate_books(store: &Store) {
+    let replicator = Replicator {
+        collections: [books(store)].into(),
+        ..Default::default()
+    };
+    store
+        .commit(Mutation::SetReplicator {
+            peer: peer(1),
+            replicator,
+        })
+        .unwrap();
+    store
+        .commit(Mutation::ClearCatchUp { peer: peer(1) })
+        .unwrap();
+}
+
 fn books(store: &Store) -> hypha_crdt::CollectionId {
     store.collection("Books").unwrap().unwrap().id()
 }
@@ -194,19 +211,7 @@ fn received_blocks_wait_as_pending_and_cascade_into_outboxes() {
     let u2 = remote.update(doc, &json!({"likes": 1})).unwrap();
     for (store, _dir) in stores() {
         with_schema(&store);
-        let rep = Replicator {
-            collections: [books(&store)].into(),
-            ..Default::default()
-        };
-        store
-            .commit(Mutation::SetReplicator {
-                peer: peer(1),
-                replicator: rep,
-            })
-            .unwrap();
-        store
-            .commit(Mutation::ClearCatchUp { peer: peer(1) })
-            .unwrap();
+        replicate_books(&store);
         for b in [&u2, &u1] {
             let r = store.commit(Mutation::Ingest { block: b.clone() }).unwrap();
             assert!(matches!(
@@ -311,19 +316,7 @@ fn outbox_holds_one_entry_per_document_and_acks_drop_it() {
 fn outbox_collapses_into_catch_up_marker_past_its_cap() {
     let store = Store::memory(config().with_max_outbox_per_peer(3)).unwrap();
     with_schema(&store);
-    let rep = Replicator {
-        collections: [books(&store)].into(),
-        ..Default::default()
-    };
-    store
-        .commit(Mutation::SetReplicator {
-            peer: peer(1),
-            replicator: rep,
-        })
-        .unwrap();
-    store
-        .commit(Mutation::ClearCatchUp { peer: peer(1) })
-        .unwrap();
+    replicate_books(&store);
     for i in 0..3 {
         create(&store, &format!("b{i}"));
     }
