@@ -1,0 +1,183 @@
+//! The libp2p transport of Hypha's stream protocols: one `NetworkBehaviour`, [`Frames`], that
+//! moves length-prefixed frames between peers (feature `libp2p`).
+//!
+//! The protocol cores are sans-IO: they emit `Transmit { peer, frame }` with the frame already
+//! length-prefixed ([`wire`](crate::wire)), and take the payload of a received frame in
+//! `handle_frame`. [`Frames`] carries those bytes and nothing else. It decodes no message,
+//! retries nothing, counts nothing and runs no interval: deciding what to send, when to give
+//! up and whom to blame stays in the cores and the coordinator, where the simulator tests it.
+//!
+//! # Streams
+//!
+//! ```text
+//!  A                                                           B
+//!  send(B, i, frame) ─▶ queue i ─▶ outbound stream i ══════▶ inbound stream ─▶ FrameReader
+//!                                  (one per protocol per      (at most max_inbound_streams
+//!                                   connection, long-lived)    per protocol per connection)
+//!                                                              └─▶ Event::Received { A, i, payload }
+//! ```
+//!
+//! The protocols are the names in [`Config`], and a protocol is named by its index in that
+//! list ([`Config::hypha`], [`Config::index_of`]). For each connection and protocol, the first
+//! frame queued opens one outbound stream, which then stays open and carries every later frame
+//! in the order [`Frames::send`] was called. A peer with several connections is sent to on the
+//! first one established, so frames to one peer on one protocol stay in order until that
+//! connection closes. Frames from a peer are read from any number of its inbound streams, up to
+//! the bound; each stream's frames come out in order.
+//!
+//! A connection that has carried a frame stays open for as long as its streams do, which is
+//! until one side closes the connection: the node, not this behaviour, decides when a peer is
+//! dropped.
+//!
+//! # Bounds and defaults ([`Config`])
+//!
+//! | bound | default | why | past it |
+//! |---|---|---|---|
+//! | frame size (`max_frame_bytes`) | [`DEFAULT_MAX_FRAME_BYTES`] | one block of the largest size fits; refused on the 4-byte prefix, before the body is buffered | [`send`](Frames::send) returns [`SendError::TooLarge`]; an inbound stream is dropped with [`StreamError::FrameTooLarge`] |
+//! | frames queued per connection per protocol (`max_queued_frames`) | 1,024 | backpressure on the core instead of unbounded memory (at most this many frames of at most `max_frame_bytes` each) | [`send`](Frames::send) returns [`SendError::QueueFull`] and queues nothing |
+//! | inbound streams per connection per protocol (`max_inbound_streams`) | 8 | a well-behaved peer opens one per protocol; each may buffer one partial frame | the new stream is dropped with [`StreamError::TooManyStreams`] |
+//! | silence in the middle of a frame (`idle_timeout`) | 30 s | frees the partial frame of a peer that stopped sending; silence between frames is fine | the stream is dropped with [`StreamError::IdleTimeout`] |
+//!
+//! A frame counts as queued from [`Frames::send`] until the handler has written and flushed it.
+//!
+//! # Failures
+//!
+//! - A stream that fails ([`Event::StreamFailed`]) is dropped. An inbound failure
+//!   ([`StreamError::FrameTooLarge`], [`StreamError::Truncated`], ...) means the peer broke the
+//!   framing or a bound, and the driver decides what that costs the peer. An outbound failure
+//!   also drops the frames queued behind it ([`Event::Dropped`]); the next frame sent opens a
+//!   new stream.
+//! - Frames still queued on a connection that closes are reported by [`Event::Dropped`], so the
+//!   driver can tell the cores without waiting for their timeouts.
+//! - A frame that was written but never read (the peer closed the stream or the connection, or
+//!   crashed) is lost without an event: the cores' own timeouts and retries cover it, as they
+//!   cover every other loss.
+//!
+//! # Example
+//!
+//! node-bin builds the transport (TCP, noise, yamux); this crate only provides the behaviour.
+//!
+//! ```no_run
+//! use futures::StreamExt as _;
+//! use hypha_protocols::{swarm, wire};
+//! use libp2p_swarm::{Swarm, SwarmEvent};
+//! # use libp2p_core::{muxing::StreamMuxerBox, transport::Boxed};
+//! # use libp2p_identity::PeerId;
+//!
+//! # async fn run(transport: Boxed<(PeerId, StreamMuxerBox)>, local: PeerId, frame: Vec<u8>) {
+//! let config = swarm::Config::hypha();
+//! let replicator = config.index_of(wire::REPLICATOR_PROTOCOL).expect("Config::hypha lists it");
+//! let mut swarm = Swarm::new(
+//!     transport,
+//!     swarm::Frames::new(config),
+//!     local,
+//!     libp2p_swarm::Config::with_tokio_executor(),
+//! );
+//! loop {
+//!     match swarm.select_next_some().await {
+//!         SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+//!             // A core's `Transmit { peer, frame }`, already length-prefixed.
+//!             if let Err(error) = swarm.behaviour_mut().send(peer_id, replicator, frame.clone()) {
+//!                 eprintln!("not sent: {error}"); // the core times out and retries
+//!             }
+//!         }
+//!         SwarmEvent::Behaviour(swarm::Event::Received { peer, protocol, frame }) => {
+//!             // `frame` is the payload, without its length: the core's `handle_frame` input.
+//!             let _ = (peer, protocol, frame);
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! # }
+//! ```
+
+use std::time::Duration;
+
+use libp2p_swarm::StreamProtocol;
+
+use crate::wire::{BACKFILL_PROTOCOL, DEFAULT_MAX_FRAME_BYTES, REPLICATOR_PROTOCOL};
+
+mod frames;
+mod handler;
+
+pub use self::frames::{Event, Frames, SendError, StreamError};
+
+/// What [`Frames`] speaks and the bounds it keeps; see the [module docs](self) for the table.
+#[derive(Debug, Clone)]
+pub struct Config {
+    protocols: Vec<StreamProtocol>,
+    max_frame_bytes: usize,
+    max_queued_frames: usize,
+    max_inbound_streams: usize,
+    idle_timeout: Duration,
+}
+
+impl Config {
+    /// A configuration for `protocols`, each then named by its index, with the default bounds.
+    ///
+    /// # Panics
+    /// If a name is listed twice: the peer's choice of stream would not say which protocol it
+    /// meant.
+    pub fn new(protocols: Vec<StreamProtocol>) -> Config {
+        for (i, name) in protocols.iter().enumerate() {
+            assert!(
+                !protocols[..i].contains(name),
+                "stream protocol {name} is listed twice"
+            );
+        }
+        Config {
+            protocols,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            max_queued_frames: 1024,
+            max_inbound_streams: 8,
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// Hypha's stream protocols, in this order: [`BACKFILL_PROTOCOL`] (index 0) and
+    /// [`REPLICATOR_PROTOCOL`] (index 1), with the default bounds.
+    pub fn hypha() -> Config {
+        Config::new(vec![
+            StreamProtocol::new(BACKFILL_PROTOCOL),
+            StreamProtocol::new(REPLICATOR_PROTOCOL),
+        ])
+    }
+
+    /// The largest frame payload sent or accepted, in bytes (the 4-byte length prefix not
+    /// counted). Default [`DEFAULT_MAX_FRAME_BYTES`]; use the cores' own limit.
+    pub fn with_max_frame_bytes(mut self, n: usize) -> Config {
+        self.max_frame_bytes = n;
+        self
+    }
+
+    /// Most frames queued per connection and protocol before [`Frames::send`] refuses more.
+    /// Default 1,024; at least 1.
+    pub fn with_max_queued_frames(mut self, n: usize) -> Config {
+        self.max_queued_frames = n.max(1);
+        self
+    }
+
+    /// Most inbound streams a peer may keep open per connection and protocol. Default 8; at
+    /// least 1.
+    pub fn with_max_inbound_streams(mut self, n: usize) -> Config {
+        self.max_inbound_streams = n.max(1);
+        self
+    }
+
+    /// How long an inbound stream may stay silent in the middle of a frame before it is
+    /// dropped. Default 30 s.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Config {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// The protocol names; a protocol's index in this list is how [`Frames`] names it.
+    pub fn protocols(&self) -> &[StreamProtocol] {
+        &self.protocols
+    }
+
+    /// The index of the protocol called `name`, if it is listed.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.protocols.iter().position(|p| p.as_ref() == name)
+    }
+}
