@@ -15,6 +15,7 @@
 //! The other cores and the coordinator come next; nothing here replicates on its own yet.
 
 pub mod backfill;
+pub mod connectivity;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod wire;
