@@ -76,6 +76,15 @@ fn check_hash(cid: &Cid, bytes: &[u8]) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// Serving backfill straight from the store: each read is its own transaction, re-hashed.
+impl BlockSource for Store {
+    type Error = ReadError;
+
+    fn block(&self, cid: &Cid) -> Result<Option<VerifiedBlock>, ReadError> {
+        Store::block(self, cid)
+    }
+}
+
 impl Store {
     /// The applied block `cid`, re-hashed against its CID and verified.
     ///
@@ -111,6 +120,17 @@ impl Store {
         Ok(self.backend.read(|tx| {
             Ok(tx.get(Table::Blocks, &key)?.is_some() || tx.get(Table::Pending, &key)?.is_some())
         })?)
+    }
+
+    /// Whether `cid` is applied (not merely pending): a cheap membership test, no re-hash.
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`] if storage fails.
+    pub fn is_applied(&self, cid: &Cid) -> Result<bool, ReadError> {
+        let key = cid.to_bytes();
+        Ok(self
+            .backend
+            .read(|tx| Ok(tx.get(Table::Blocks, &key)?.is_some()))?)
     }
 
     /// The merged state of `doc` (its heads, fields, whether deleted).
