@@ -1,7 +1,7 @@
 //! Swarm tests of `hypha_protocols::swarm::Frames` over real libp2p connections (memory
 //! transport, plaintext, yamux): frames arrive whole, in order, on their protocol, and the
 //! bounds and failures are reported as documented. No timing assertions, no sleeps.
-#![cfg(feature = "libp2p")]
+#![cfg(feature = "swarm-test")]
 
 use futures::future;
 use hypha_protocols::swarm::{Config, Event, Frames, SendError, StreamError};

@@ -1,0 +1,1605 @@
+//! The node coordinator: the one place where cross-protocol decisions live.
+//!
+//! [`Node`] owns every core — [`Connectivity`], passive replication ([`pubsub`](mod@crate::pubsub)),
+//! active replication ([`Replicator`]) and [`Backfill`] — and ties them to the store: a local
+//! commit is published and
+//! pushed, a received block is merged, a missing ancestor is backfilled, a push is acknowledged
+//! once durable. Both drivers run it: the `hypha` node over libp2p and the simulator over its
+//! network model, so what the simulator tests is what the node runs.
+//!
+//! Like the cores, it does no IO and reads no clock. It reads the store through `&Store`
+//! (synchronous reads of committed data) and asks for every write as a [`Command::Persist`];
+//! the driver submits it and reports the result with [`Node::handle_persisted`] once it is
+//! durable. Acknowledgements to peers are only ever sent from there.
+//!
+//! # Drive loop
+//!
+//! ```no_run
+//! # use std::time::Instant;
+//! # use hypha_protocols::node::{Command, Config, Node};
+//! # fn example(store: &hypha_store::Store) {
+//! let mut node = Node::<u16>::new(Config::new("hypha"), 7);
+//! node.start(store, Instant::now());
+//! loop {
+//!     while let Some(command) = node.poll_command() {
+//!         match command {
+//!             Command::Persist { token, mutation } => {
+//!                 let result = store.commit(mutation).map(|r| r.committed);
+//!                 node.handle_persisted(token, result, store, Instant::now());
+//!             }
+//!             Command::Transmit { .. } => { /* write the frame to the peer's stream */ }
+//!             Command::Publish { .. } | Command::Subscribe { .. } | Command::Unsubscribe { .. } => {
+//!                 /* gossipsub */
+//!             }
+//!             Command::Connect(_) => { /* dial, provider records, relays */ }
+//!         }
+//!     }
+//!     while let Some(_event) = node.poll_event() { /* API feed, metrics, peer scores */ }
+//!     // …wait for a frame, a pubsub message, a connection event or `poll_timeout`, and
+//!     // hand it to the matching `handle_*` method.
+//! #   break;
+//! }
+//! # }
+//! ```
+//!
+//! # Flows
+//!
+//! ```text
+//! local commit ──persisted──▶ publish Update on the collection topic and the shard topic
+//!                             (block inline when small), mark the document hot, pump the
+//!                             outboxes of the replicators whose scope covers it
+//! pubsub Update ────────────▶ invalid: Reject (gossipsub lowers the sender's score)
+//!                             not followed: Accept (forwarded), dropped here
+//!                             followed, block inline: persist Ingest
+//!                             followed, CID only: backfill from the sender
+//! Ingest persisted ─────────▶ Pending { missing }: backfill them from the peer that sent it
+//!                             Applied, arrived by push or backfill, now a head: publish it,
+//!                             so updates cross chains of nodes
+//! replicator Ready ─────────▶ read the outbox; push each owed document's current heads
+//! replicator Received ──────▶ unknown collection: refuse; else persist Ingest per block;
+//!                             history missing: backfill from the source; every head applied
+//!                             and durable: ack DURABLE
+//! replicator Acked ─────────▶ persist AckOutbox (kept if the heads moved on meanwhile)
+//! ```
+//!
+//! # Catching a replicator up
+//!
+//! A new replicator (or one whose outbox overflowed) carries the store's catch-up marker. The
+//! coordinator clears it when the catch-up starts (so later commits add outbox entries again)
+//! and pushes the current heads of every document in the replicator's scope, a page at a time.
+//! Because that progress is not persisted, a replicator is also caught up the first time it
+//! connects after the node starts. Head exchange replaces these pushes with one
+//! reconciliation that costs one small message when nothing differs.
+//!
+//! # Bounds and defaults ([`Config`])
+//!
+//! | bound | default | why |
+//! |---|---|---|
+//! | persists awaiting their result (`max_persists`) | 65,536 | past it, received blocks are dropped (peers resend; anti-entropy repairs) |
+//! | unanswered pushes held as a target | the replicator's `max_inbound_per_source` × sources | each answered or dropped on disconnect |
+//! | documents read per outbox pump (`outbox_batch`) | 64 | bounds one read |
+//! | hot documents (`hot_docs`) | 64 | the seed's "frequently used" set; 0 disables |
+//! | inline block size (`max_inline_bytes`) | 32 KiB | an update fits one gossipsub message |
+//!
+//! The cores' own bounds are in their module docs.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::fmt;
+use std::time::Instant;
+
+use hypha_crdt::{Cid, CollectionId, DocId, Outcome, Rejection, VerifiedBlock};
+use hypha_store::{
+    CommitError, Committed, Mutation, PeerKey, PeerRecord, ReadError, Store, Subscription,
+};
+
+use crate::backfill::{self, Backfill, RequestId};
+use crate::connectivity::{self, Address, Connectivity, Path, Reason};
+use crate::pubsub::{self, Follows, TopicChange, Update};
+use crate::replicator::{self, InboundId, Replicator};
+
+/// A peer identity the coordinator can persist: a libp2p `PeerId` in the node, a number in the
+/// simulator.
+pub trait Peer: Copy + Ord + fmt::Debug {
+    /// The bytes the store keeps for this peer.
+    fn to_key(&self) -> PeerKey;
+    /// The peer whose stored bytes are `key`, if they name one.
+    fn from_key(key: &PeerKey) -> Option<Self>;
+}
+
+macro_rules! numeric_peer {
+    ($($t:ty),*) => {$(
+        impl Peer for $t {
+            fn to_key(&self) -> PeerKey {
+                PeerKey(self.to_be_bytes().to_vec())
+            }
+            fn from_key(key: &PeerKey) -> Option<$t> {
+                key.0.as_slice().try_into().ok().map(<$t>::from_be_bytes)
+            }
+        }
+    )*};
+}
+numeric_peer!(u8, u16, u32, u64);
+
+/// The stream protocols the coordinator speaks; a [`Command::Transmit`] names one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    /// [`crate::wire::BACKFILL_PROTOCOL`].
+    Backfill,
+    /// [`crate::wire::REPLICATOR_PROTOCOL`].
+    Replicator,
+}
+
+impl Protocol {
+    /// Every protocol, in a fixed order (an index into it is a protocol's number).
+    pub const ALL: [Protocol; 2] = [Protocol::Backfill, Protocol::Replicator];
+
+    /// The versioned stream protocol name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Backfill => crate::wire::BACKFILL_PROTOCOL,
+            Protocol::Replicator => crate::wire::REPLICATOR_PROTOCOL,
+        }
+    }
+}
+
+/// Names one [`Command::Persist`]; its result comes back through
+/// [`Node::handle_persisted`], and for [`Node::submit`] also as [`Event::Persisted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PersistToken(pub u64);
+
+impl fmt::Display for PersistToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "persist-{}", self.0)
+    }
+}
+
+/// Deliberate faults for tests that prove a checker can fail (feature `test-util`). Each one
+/// breaks one rule the scenarios protect; never enable them in a real node.
+#[cfg(feature = "test-util")]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Follow everything: join the collection topic of every local collection and merge every
+    /// valid update, whatever the subscriptions say.
+    pub follow_everything: bool,
+    /// Push every local commit to every replicator ever set, whatever its scope (a deleted
+    /// replicator's scope is empty, so it is not forgotten either).
+    pub ignore_replicator_scope: bool,
+}
+
+/// How the coordinator and its cores are configured.
+#[derive(Debug, Clone)]
+pub struct Config<P> {
+    namespace: String,
+    passive: bool,
+    hot_docs: usize,
+    max_inline_bytes: usize,
+    max_persists: usize,
+    outbox_batch: usize,
+    peers: Vec<(P, Vec<Address>)>,
+    backfill: backfill::Config,
+    replicator: replicator::Config<P>,
+    connectivity: connectivity::Config,
+    #[cfg(feature = "test-util")]
+    faults: Faults,
+}
+
+impl<P: Ord> Config<P> {
+    /// Defaults for a node of network `namespace` (DESIGN §2: it scopes topics and
+    /// collections).
+    pub fn new(namespace: impl Into<String>) -> Config<P> {
+        Config {
+            namespace: namespace.into(),
+            passive: true,
+            hot_docs: 64,
+            max_inline_bytes: pubsub::DEFAULT_MAX_INLINE_BYTES,
+            max_persists: 65_536,
+            outbox_batch: 64,
+            peers: Vec::new(),
+            backfill: backfill::Config::default(),
+            replicator: replicator::Config::default(),
+            connectivity: connectivity::Config::default(),
+            #[cfg(feature = "test-util")]
+            faults: Faults::default(),
+        }
+    }
+
+    /// Passive replication over pubsub on or off (`--no-pubsub`). Default: on.
+    pub fn with_passive(mut self, on: bool) -> Config<P> {
+        self.passive = on;
+        self
+    }
+
+    /// Hot documents followed on top of subscriptions (`--hot-docs`). Default: 64; 0 disables.
+    pub fn with_hot_docs(mut self, n: usize) -> Config<P> {
+        self.hot_docs = n;
+        self
+    }
+
+    /// The largest block published inline. Default: 32 KiB.
+    pub fn with_max_inline_bytes(mut self, n: usize) -> Config<P> {
+        self.max_inline_bytes = n;
+        self
+    }
+
+    /// Persists awaiting their result. Default: 65,536.
+    pub fn with_max_persists(mut self, n: usize) -> Config<P> {
+        self.max_persists = n.max(1);
+        self
+    }
+
+    /// Peers to stay connected to (`--peers`), with their addresses. Default: none.
+    pub fn with_peers(mut self, peers: Vec<(P, Vec<Address>)>) -> Config<P> {
+        self.peers = peers;
+        self
+    }
+
+    /// The backfill core's configuration.
+    pub fn with_backfill(mut self, config: backfill::Config) -> Config<P> {
+        self.backfill = config;
+        self
+    }
+
+    /// The replicator core's configuration (retry intervals, allow list, quotas).
+    pub fn with_replicator(mut self, config: replicator::Config<P>) -> Config<P> {
+        self.replicator = config;
+        self
+    }
+
+    /// The connectivity core's configuration.
+    pub fn with_connectivity(mut self, config: connectivity::Config) -> Config<P> {
+        self.connectivity = config;
+        self
+    }
+
+    /// Deliberate faults (tests only).
+    #[cfg(feature = "test-util")]
+    pub fn with_faults(mut self, faults: Faults) -> Config<P> {
+        self.faults = faults;
+        self
+    }
+
+    /// The network namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone)]
+pub enum Command<P> {
+    /// Connectivity: dial, provider records, relay reservations, hole punching.
+    Connect(connectivity::Command<P>),
+    /// Commit `mutation` and report with [`Node::handle_persisted`] once it is durable, in
+    /// submission order.
+    Persist {
+        /// Echoed back.
+        token: PersistToken,
+        /// The change.
+        mutation: Mutation,
+    },
+    /// Publish `data` on `topic`. The message id is the block's CID: gossipsub's message-id
+    /// function must give messages with the same `id` on the same topic the same id.
+    Publish {
+        /// The topic.
+        topic: String,
+        /// The block's CID.
+        id: Cid,
+        /// The encoded [`Update`].
+        data: Vec<u8>,
+    },
+    /// Join a pubsub topic.
+    Subscribe {
+        /// The topic.
+        topic: String,
+    },
+    /// Send `frame` (already length-prefixed) to `peer` on `protocol`.
+    Transmit {
+        /// The peer.
+        peer: P,
+        /// The stream protocol.
+        protocol: Protocol,
+        /// The frame.
+        frame: Vec<u8>,
+    },
+    /// Leave a pubsub topic.
+    Unsubscribe {
+        /// The topic.
+        topic: String,
+    },
+}
+
+/// What happened, for the API, metrics and peer scoring.
+#[derive(Debug, Clone)]
+pub enum Event<P> {
+    /// A document changed here (a local commit or a merged block): the change feed.
+    Changed {
+        /// The document.
+        doc: DocId,
+        /// Its collection.
+        collection: CollectionId,
+        /// Its heads now.
+        heads: Vec<Cid>,
+    },
+    /// A peer broke a protocol or sent what the merge refuses: lower its standing.
+    PeerMisbehaved {
+        /// The peer.
+        peer: P,
+        /// What it did.
+        violation: Violation,
+    },
+    /// A mutation given to [`Node::submit`] is durable, or failed.
+    Persisted {
+        /// The token `submit` returned.
+        token: PersistToken,
+        /// What it did.
+        result: Result<Committed, CommitError>,
+    },
+    /// A replicator target acknowledged a document durably.
+    Replicated {
+        /// The target.
+        peer: P,
+        /// The document.
+        doc: DocId,
+    },
+    /// A push to a replicator target failed or was refused; it is retried with backoff.
+    ReplicationFailed {
+        /// The target.
+        peer: P,
+        /// The document.
+        doc: DocId,
+        /// Why, for `replicator getall` and the logs.
+        reason: ReplicationError,
+    },
+    /// Persisting a received block failed in storage: it is dropped and arrives again by
+    /// retry or anti-entropy; an operator must look.
+    PersistFailed {
+        /// What failed.
+        error: CommitError,
+    },
+    /// A store read failed: an operator must look (corruption or an IO error).
+    StoreFailed {
+        /// What failed.
+        error: ReadError,
+    },
+}
+
+/// Why a push to a replicator did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicationError {
+    /// The target answered with a refusal.
+    #[error(transparent)]
+    Refused(#[from] replicator::Refusal),
+    /// No answer.
+    #[error(transparent)]
+    Failed(#[from] replicator::Failure),
+}
+
+/// A peer's misbehaviour, by protocol.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Violation {
+    /// On the backfill protocol.
+    #[error("backfill: {0}")]
+    Backfill(backfill::Violation),
+    /// A pubsub message that does not validate.
+    #[error("pubsub: {0}")]
+    Pubsub(pubsub::Invalid),
+    /// On the replicator protocol.
+    #[error("replicator: {0}")]
+    Replicator(replicator::Violation),
+    /// A verified block the merge refuses (`PriorityMismatch`, …).
+    #[error("block refused by the merge: {0}")]
+    Rejected(Rejection),
+}
+
+/// What gossipsub should do with a received message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Valid: forward it.
+    Accept,
+    /// Not for us and not worth forwarding (passive replication is off).
+    Ignore,
+    /// Invalid: drop it and penalise the sender.
+    Reject,
+}
+
+/// A subscription could not be made; nothing was subscribed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FollowError {
+    /// No collection of that name in the local schema.
+    #[error("collection not found: {0}")]
+    UnknownCollection(String),
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] ReadError),
+}
+
+/// Counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Stats {
+    /// Pubsub updates published.
+    pub published: u64,
+    /// Pubsub updates received.
+    pub pubsub_received: u64,
+    /// Received updates of documents this node follows (merged or fetched).
+    pub pubsub_useful: u64,
+    /// Pubsub bytes received.
+    pub pubsub_bytes: u64,
+    /// Blocks handed to the store from peers.
+    pub ingested: u64,
+    /// Backfill requests made.
+    pub fetches: u64,
+    /// Peer violations seen.
+    pub violations: u64,
+    /// Received blocks dropped because too many persists were outstanding.
+    pub dropped: u64,
+}
+
+/// How a block reached this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via<P> {
+    Pubsub,
+    Push(P, InboundId),
+    Backfill(RequestId),
+}
+
+/// Why a persist was requested, so its result can be acted on.
+#[derive(Debug, Clone)]
+enum Purpose<P> {
+    /// From [`Node::submit`]: report it, then react to what it changed.
+    Api(Mutation),
+    /// A block from `from`.
+    Ingest {
+        from: P,
+        via: Via<P>,
+        block: VerifiedBlock,
+    },
+    /// Bookkeeping whose result needs nothing more than a pump of `peer`.
+    Outbox { peer: P },
+    /// Bookkeeping with nothing to do afterwards.
+    Quiet,
+}
+
+/// A push received as a target, until it is answered.
+struct InboundPush {
+    doc: DocId,
+    heads: Vec<Cid>,
+    outstanding: usize,
+    fetch: Option<RequestId>,
+    fetched: bool,
+}
+
+/// Why a backfill request was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FetchFor<P> {
+    Follow,
+    Push(P, InboundId),
+}
+
+struct Fetch<P> {
+    doc: DocId,
+    wanted: Vec<Cid>,
+    peer: P,
+    others: VecDeque<P>,
+    purpose: FetchFor<P>,
+    outstanding: usize,
+    completed: Option<bool>,
+}
+
+/// Catch-up progress for one replicator: documents of its scope not pushed yet, and those
+/// pushed but not acknowledged (a failed one goes back to `documents`).
+#[derive(Debug, Default)]
+struct CatchUp {
+    collections: VecDeque<CollectionId>,
+    after: Option<DocId>,
+    documents: VecDeque<DocId>,
+    unacked: BTreeSet<DocId>,
+}
+
+/// The sans-IO coordinator of one Hypha node. See the [module docs](self).
+///
+/// # Panics
+///
+/// When time goes backwards between inputs.
+pub struct Node<P> {
+    config: Config<P>,
+    follows: Follows,
+    backfill: Backfill<P>,
+    replicator: Replicator<P>,
+    connectivity: Connectivity<P>,
+    collections: BTreeMap<CollectionId, String>,
+    replicators: BTreeMap<P, hypha_store::Replicator>,
+    catch_up: BTreeMap<P, CatchUp>,
+    caught_up_since_start: BTreeSet<P>,
+    persists: BTreeMap<PersistToken, Purpose<P>>,
+    inbound: BTreeMap<(P, InboundId), InboundPush>,
+    fetches: BTreeMap<RequestId, Fetch<P>>,
+    next_token: u64,
+    commands: VecDeque<Command<P>>,
+    events: VecDeque<Event<P>>,
+    stats: Stats,
+    last_now: Option<Instant>,
+}
+
+impl<P: Peer> Node<P> {
+    /// A coordinator; `seed` seeds every core's randomness.
+    pub fn new(config: Config<P>, seed: u64) -> Node<P> {
+        let follows = Follows::new(config.namespace.clone(), config.hot_docs);
+        Node {
+            follows,
+            backfill: Backfill::new(config.backfill.clone()),
+            replicator: Replicator::new(config.replicator.clone()),
+            connectivity: Connectivity::new(config.connectivity.clone(), seed),
+            config,
+            collections: BTreeMap::new(),
+            replicators: BTreeMap::new(),
+            catch_up: BTreeMap::new(),
+            caught_up_since_start: BTreeSet::new(),
+            persists: BTreeMap::new(),
+            inbound: BTreeMap::new(),
+            fetches: BTreeMap::new(),
+            next_token: 0,
+            commands: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+            last_now: None,
+        }
+    }
+
+    /// Loads what the store remembers — schema, subscriptions, replicators, peers — joins the
+    /// topics and wants the peers. Call once, before any other input.
+    pub fn start(&mut self, store: &Store, now: Instant) {
+        self.advance(now);
+        self.reload_collections(store, now);
+        if let Some(subs) = self.read(store.subscriptions()) {
+            let mut changes = Vec::new();
+            for c in subs.collections {
+                self.follows.add_collection(c, &mut changes);
+            }
+            for d in subs.documents {
+                for c in self.document_collections(store, &d) {
+                    self.follows.add_document(d, c, &mut changes);
+                }
+            }
+            self.apply_topic_changes(changes, now);
+        }
+        for (peer, addresses) in self.config.peers.clone() {
+            self.connectivity
+                .want(peer, addresses, Reason::Configured, now);
+        }
+        if let Some(replicators) = self.read(store.replicators()) {
+            for (key, r) in replicators {
+                let Some(peer) = P::from_key(&key) else {
+                    continue;
+                };
+                self.connectivity
+                    .want(peer, r.addresses.clone(), Reason::Replicator, now);
+                self.replicators.insert(peer, r);
+            }
+        }
+        if let Some(peers) = self.read(store.peers()) {
+            for (key, record) in peers {
+                if let Some(peer) = P::from_key(&key) {
+                    self.connectivity
+                        .want(peer, record.addresses, Reason::Remembered, now);
+                }
+            }
+        }
+        self.process(store, now);
+    }
+
+    /// Queues a local mutation (a write, schema, subscription, replicator…) for persisting;
+    /// its result comes as [`Event::Persisted`] with the returned token, and the node reacts
+    /// to it (publishes a write, joins a topic, pushes to a new replicator…).
+    pub fn submit(&mut self, mutation: Mutation, now: Instant) -> PersistToken {
+        self.advance(now);
+        self.persist(mutation.clone(), Purpose::Api(mutation))
+    }
+
+    /// Follows the collections named `names`: all of them, or — if one is unknown — none.
+    /// An empty list is a no-op.
+    ///
+    /// # Errors
+    /// [`FollowError::UnknownCollection`] naming the first unknown collection.
+    pub fn follow_collections(
+        &mut self,
+        names: &[&str],
+        store: &Store,
+        now: Instant,
+    ) -> Result<Vec<PersistToken>, FollowError> {
+        self.advance(now);
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
+            match store.collection(name)? {
+                Some(c) => ids.push(c.id()),
+                None => return Err(FollowError::UnknownCollection((*name).to_owned())),
+            }
+        }
+        let sub = |id| Mutation::Subscribe(Subscription::Collection(id));
+        Ok(ids
+            .into_iter()
+            .map(|id| self.submit(sub(id), now))
+            .collect())
+    }
+
+    /// Follows single documents (they need not be held here yet: their history arrives with
+    /// their next update).
+    pub fn follow_documents(&mut self, docs: &[DocId], now: Instant) -> Vec<PersistToken> {
+        let sub = |d| Mutation::Subscribe(Subscription::Document(d));
+        docs.iter().map(|d| self.submit(sub(*d), now)).collect()
+    }
+
+    /// Marks `doc` used by a local read, so it becomes (or stays) a hot document.
+    pub fn touch(&mut self, doc: DocId, collection: CollectionId, now: Instant) {
+        self.advance(now);
+        let mut changes = Vec::new();
+        self.follows.touch(doc, collection, &mut changes);
+        self.apply_topic_changes(changes, now);
+    }
+
+    /// The result of a [`Command::Persist`], once durable (or failed).
+    pub fn handle_persisted(
+        &mut self,
+        token: PersistToken,
+        result: Result<Committed, CommitError>,
+        store: &Store,
+        now: Instant,
+    ) {
+        self.advance(now);
+        let Some(purpose) = self.persists.remove(&token) else {
+            return;
+        };
+        match purpose {
+            Purpose::Api(mutation) => {
+                self.events.push_back(Event::Persisted {
+                    token,
+                    result: result.clone(),
+                });
+                if let Ok(committed) = result {
+                    self.on_local(mutation, committed, store, now);
+                }
+            }
+            Purpose::Ingest { from, via, block } => {
+                self.on_ingested(from, via, &block, result, store, now);
+            }
+            Purpose::Outbox { peer } => self.pump(peer, store, now),
+            Purpose::Quiet => {}
+        }
+        self.process(store, now);
+    }
+
+    /// A connection to `peer` is up, reached at `addresses` over `path`.
+    pub fn handle_connected(
+        &mut self,
+        peer: P,
+        addresses: Vec<Address>,
+        path: Path<P>,
+        inbound: bool,
+        store: &Store,
+        now: Instant,
+    ) {
+        self.advance(now);
+        self.connectivity.handle_connected(peer, path, inbound, now);
+        if !addresses.is_empty() {
+            // Remember every peer, inbound ones too, so a restart reconnects by itself.
+            self.connectivity
+                .want(peer, addresses.clone(), Reason::Remembered, now);
+            let record = PeerRecord {
+                addresses,
+                last_seen: 0,
+            };
+            let peer_key = peer.to_key();
+            self.persist(
+                Mutation::RememberPeer {
+                    peer: peer_key,
+                    record,
+                },
+                Purpose::Quiet,
+            );
+        }
+        self.replicator.handle_connected(peer, now);
+        self.process(store, now);
+    }
+
+    /// The last connection to `peer` closed.
+    pub fn handle_disconnected(&mut self, peer: P, store: &Store, now: Instant) {
+        self.advance(now);
+        self.connectivity.handle_disconnected(peer, now);
+        self.replicator.handle_disconnected(peer, now);
+        self.backfill.handle_disconnected(peer, now);
+        self.inbound.retain(|(p, _), _| *p != peer);
+        self.process(store, now);
+    }
+
+    /// A dial to `peer` failed.
+    pub fn handle_dial_failed(&mut self, peer: P, store: &Store, now: Instant) {
+        self.advance(now);
+        self.connectivity.handle_dial_failed(peer, now);
+        if self.replicators.contains_key(&peer) {
+            self.replicator.handle_unreachable(peer, now);
+        }
+        self.process(store, now);
+    }
+
+    /// A frame (without its length prefix) from `peer` on `protocol`.
+    pub fn handle_frame(
+        &mut self,
+        peer: P,
+        protocol: Protocol,
+        frame: &[u8],
+        store: &Store,
+        now: Instant,
+    ) {
+        self.advance(now);
+        match protocol {
+            Protocol::Backfill => self.backfill.handle_frame(peer, frame, store, now),
+            Protocol::Replicator => self.replicator.handle_frame(peer, frame, now),
+        }
+        self.process(store, now);
+    }
+
+    /// A pubsub message on `topic`, forwarded by `from`. Returns what gossipsub should do
+    /// with it.
+    pub fn handle_pubsub(
+        &mut self,
+        from: P,
+        topic: &str,
+        data: &[u8],
+        store: &Store,
+        now: Instant,
+    ) -> Verdict {
+        self.advance(now);
+        let _ = topic;
+        self.stats.pubsub_received += 1;
+        self.stats.pubsub_bytes += data.len() as u64;
+        let update = match Update::decode(data) {
+            Ok(u) => u,
+            Err(e) => {
+                self.misbehaved(from, Violation::Pubsub(e));
+                self.process(store, now);
+                return Verdict::Reject;
+            }
+        };
+        if !self.config.passive {
+            return Verdict::Ignore;
+        }
+        if self.follows_doc(&update.collection, &update.doc_id) {
+            self.stats.pubsub_useful += 1;
+            self.receive_update(from, update, store, now);
+        }
+        self.process(store, now);
+        Verdict::Accept
+    }
+
+    /// Connectivity facts the driver learns: reachability, relays, providers, hole punches.
+    /// Hands `input` to the connectivity core.
+    pub fn handle_connectivity(
+        &mut self,
+        input: impl FnOnce(&mut Connectivity<P>, Instant),
+        store: &Store,
+        now: Instant,
+    ) {
+        self.advance(now);
+        input(&mut self.connectivity, now);
+        self.process(store, now);
+    }
+
+    /// Timers: call at [`poll_timeout`](Node::poll_timeout). Idempotent; early calls do
+    /// nothing.
+    pub fn handle_timeout(&mut self, store: &Store, now: Instant) {
+        self.advance(now);
+        self.backfill.handle_timeout(now);
+        self.replicator.handle_timeout(now);
+        self.connectivity.handle_timeout(now);
+        self.process(store, now);
+    }
+
+    /// The next command for the driver.
+    #[must_use]
+    pub fn poll_command(&mut self) -> Option<Command<P>> {
+        self.commands.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event<P>> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Node::handle_timeout) must next be called.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.backfill.poll_timeout(),
+            self.replicator.poll_timeout(),
+            self.connectivity.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// What the node follows, and the topics it joined.
+    pub fn follows(&self) -> &Follows {
+        &self.follows
+    }
+
+    /// The connectivity core (connected peers, paths, stats).
+    pub fn connectivity(&self) -> &Connectivity<P> {
+        &self.connectivity
+    }
+
+    /// Whether nothing is in flight: no persist awaiting its result, no backfill request, no
+    /// push awaiting its ack, no received push unanswered, no catch-up under way.
+    pub fn is_idle(&self) -> bool {
+        self.persists.is_empty()
+            && self.fetches.is_empty()
+            && self.backfill.in_flight() == 0
+            && self.inbound.is_empty()
+            && self.catch_up.is_empty()
+            && self
+                .replicators
+                .keys()
+                .all(|p| self.replicator.in_flight(p).next().is_none())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// The replicator core's counters.
+    pub fn replicator_stats(&self) -> replicator::Stats {
+        self.replicator.stats()
+    }
+
+    // ---- reactions -------------------------------------------------------------------------
+
+    fn on_local(&mut self, mutation: Mutation, committed: Committed, store: &Store, now: Instant) {
+        match (mutation, committed) {
+            (_, Committed::Local { block, outcome }) => {
+                let heads = match outcome {
+                    Outcome::Applied { heads, .. } => heads,
+                    _ => vec![block.cid()],
+                };
+                let (doc, collection) = (block.doc_id(), block.block().delta.collection);
+                let mut changes = Vec::new();
+                self.follows.touch(doc, collection, &mut changes);
+                self.apply_topic_changes(changes, now);
+                self.publish(&block, heads.clone(), now);
+                self.events.push_back(Event::Changed {
+                    doc,
+                    collection,
+                    heads,
+                });
+                self.pump_covering(collection, doc, store, now);
+            }
+            (Mutation::AddSchema { .. }, _) => self.reload_collections(store, now),
+            (Mutation::Subscribe(sub), _) => {
+                let mut changes = Vec::new();
+                match sub {
+                    Subscription::Collection(c) => self.follows.add_collection(c, &mut changes),
+                    Subscription::Document(d) => {
+                        for c in self.document_collections(store, &d) {
+                            self.follows.add_document(d, c, &mut changes);
+                        }
+                    }
+                }
+                self.apply_topic_changes(changes, now);
+            }
+            (Mutation::Unsubscribe(sub), _) => {
+                let mut changes = Vec::new();
+                match sub {
+                    Subscription::Collection(c) => {
+                        self.follows.remove_collection(&c, &mut changes);
+                    }
+                    Subscription::Document(d) => self.follows.remove_document(&d, &mut changes),
+                }
+                self.apply_topic_changes(changes, now);
+            }
+            (Mutation::SetReplicator { peer, replicator }, _) => {
+                let Some(peer) = P::from_key(&peer) else {
+                    return;
+                };
+                let addresses = replicator.addresses.clone();
+                self.replicators.insert(peer, replicator);
+                self.connectivity
+                    .want(peer, addresses, Reason::Replicator, now);
+                self.pump(peer, store, now);
+            }
+            (Mutation::DeleteReplicator { peer }, _) => {
+                let Some(peer) = P::from_key(&peer) else {
+                    return;
+                };
+                if self.fault_ignore_scope() {
+                    return;
+                }
+                self.replicators.remove(&peer);
+                self.catch_up.remove(&peer);
+                self.replicator.forget(&peer);
+                self.connectivity.unwant(peer, Reason::Replicator, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_ingested(
+        &mut self,
+        from: P,
+        via: Via<P>,
+        block: &VerifiedBlock,
+        result: Result<Committed, CommitError>,
+        store: &Store,
+        now: Instant,
+    ) {
+        let doc = block.doc_id();
+        let mut pending_missing = None;
+        match result {
+            Ok(Committed::Ingested { outcome }) => match outcome {
+                Outcome::Applied { heads, applied, .. } => {
+                    let collection = block.block().delta.collection;
+                    if via != Via::Pubsub {
+                        // A block that came by push or backfill and is now a head crosses to
+                        // the followers of this node (gossipsub already forwards pubsub ones).
+                        for cid in applied.iter().filter(|c| heads.contains(c)) {
+                            let b = if *cid == block.cid() {
+                                Some(block.clone())
+                            } else {
+                                self.read(store.block(cid)).flatten()
+                            };
+                            if let Some(b) = b {
+                                self.publish(&b, heads.clone(), now);
+                            }
+                        }
+                    }
+                    self.events.push_back(Event::Changed {
+                        doc,
+                        collection,
+                        heads,
+                    });
+                    self.pump_covering(collection, doc, store, now);
+                }
+                Outcome::Pending { missing } => pending_missing = Some(missing),
+                Outcome::Duplicate => {}
+            },
+            Ok(_) => {}
+            Err(CommitError::Rejected(rejection)) => {
+                self.misbehaved(from, Violation::Rejected(rejection));
+            }
+            Err(error) => self.events.push_back(Event::PersistFailed { error }),
+        }
+        match via {
+            Via::Pubsub => {
+                if let Some(missing) = pending_missing {
+                    self.fetch(doc, missing, from, Vec::new(), FetchFor::Follow, store, now);
+                }
+            }
+            Via::Push(peer, id) => {
+                if let Some(push) = self.inbound.get_mut(&(peer, id)) {
+                    push.outstanding = push.outstanding.saturating_sub(1);
+                }
+                self.finish_push(peer, id, store, now);
+            }
+            Via::Backfill(request) => {
+                if let Some(fetch) = self.fetches.get_mut(&request) {
+                    fetch.outstanding = fetch.outstanding.saturating_sub(1);
+                }
+                self.finish_fetch(request, store, now);
+            }
+        }
+    }
+
+    fn receive_update(&mut self, from: P, update: Update, store: &Store, now: Instant) {
+        if self.read(store.contains(&update.cid)).unwrap_or(true) {
+            return;
+        }
+        match update.block {
+            Some(block) => {
+                self.ingest(from, Via::Pubsub, block);
+            }
+            None => {
+                let wanted = vec![update.cid];
+                self.fetch(
+                    update.doc_id,
+                    wanted,
+                    from,
+                    Vec::new(),
+                    FetchFor::Follow,
+                    store,
+                    now,
+                );
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // The facts of one push, as the replicator reports them.
+    fn on_push_received(
+        &mut self,
+        peer: P,
+        id: InboundId,
+        collection: CollectionId,
+        doc: DocId,
+        heads: Vec<Cid>,
+        blocks: Vec<VerifiedBlock>,
+        store: &Store,
+        now: Instant,
+    ) {
+        if !self.collections.contains_key(&collection) {
+            self.replicator
+                .respond(peer, id, replicator::Status::UnknownCollection, now);
+            return;
+        }
+        let push = InboundPush {
+            doc,
+            heads,
+            outstanding: 0,
+            fetch: None,
+            fetched: false,
+        };
+        self.inbound.insert((peer, id), push);
+        for block in blocks {
+            if self.ingest(peer, Via::Push(peer, id), block)
+                && let Some(push) = self.inbound.get_mut(&(peer, id))
+            {
+                push.outstanding += 1;
+            }
+        }
+        self.finish_push(peer, id, store, now);
+    }
+
+    /// Answers an inbound push once nothing of it is outstanding: durable when every head is
+    /// applied; else backfill once from the source; else missing.
+    fn finish_push(&mut self, peer: P, id: InboundId, store: &Store, now: Instant) {
+        let Some(push) = self.inbound.get(&(peer, id)) else {
+            return;
+        };
+        if push.outstanding > 0 || push.fetch.is_some() {
+            return;
+        }
+        let (doc, heads, fetched) = (push.doc, push.heads.clone(), push.fetched);
+        let mut missing = Vec::new();
+        for h in &heads {
+            match store.is_applied(h) {
+                Ok(true) => {}
+                Ok(false) => missing.push(*h),
+                Err(error) => {
+                    self.events.push_back(Event::StoreFailed { error });
+                    self.inbound.remove(&(peer, id));
+                    return self
+                        .replicator
+                        .respond(peer, id, replicator::Status::Busy, now);
+                }
+            }
+        }
+        if missing.is_empty() {
+            self.inbound.remove(&(peer, id));
+            return self
+                .replicator
+                .respond(peer, id, replicator::Status::Durable, now);
+        }
+        if !fetched {
+            let request = self.fetch(
+                doc,
+                missing.clone(),
+                peer,
+                Vec::new(),
+                FetchFor::Push(peer, id),
+                store,
+                now,
+            );
+            if let Some(push) = self.inbound.get_mut(&(peer, id)) {
+                push.fetched = true;
+                push.fetch = request;
+            }
+            if request.is_some() {
+                return;
+            }
+        }
+        self.inbound.remove(&(peer, id));
+        self.replicator
+            .respond(peer, id, replicator::Status::Missing(missing), now);
+    }
+
+    // ---- backfill --------------------------------------------------------------------------
+
+    /// Asks `peer` (then `others`) for the history of `doc` behind `wanted`.
+    #[allow(clippy::too_many_arguments)] // One request's facts.
+    fn fetch(
+        &mut self,
+        doc: DocId,
+        wanted: Vec<Cid>,
+        peer: P,
+        others: Vec<P>,
+        purpose: FetchFor<P>,
+        store: &Store,
+        now: Instant,
+    ) -> Option<RequestId> {
+        if purpose == FetchFor::Follow
+            && self
+                .fetches
+                .values()
+                .any(|f| f.doc == doc && f.purpose == FetchFor::Follow && f.wanted == wanted)
+        {
+            return None;
+        }
+        let have = self
+            .read(store.state(&doc))
+            .flatten()
+            .map(|s| s.heads)
+            .unwrap_or_default();
+        let request = self.backfill.fetch(peer, doc, &wanted, &have, now)?;
+        self.stats.fetches += 1;
+        self.fetches.insert(
+            request,
+            Fetch {
+                doc,
+                wanted,
+                peer,
+                others: others.into(),
+                purpose,
+                outstanding: 0,
+                completed: None,
+            },
+        );
+        Some(request)
+    }
+
+    fn finish_fetch(&mut self, request: RequestId, store: &Store, now: Instant) {
+        let Some(fetch) = self.fetches.get(&request) else {
+            return;
+        };
+        let Some(truncated) = fetch.completed else {
+            return;
+        };
+        if fetch.outstanding > 0 {
+            return;
+        }
+        // invariant: looked up just above.
+        let fetch = self.fetches.remove(&request).expect("fetch present");
+        let mut next = None;
+        if truncated {
+            next = self.fetch(
+                fetch.doc,
+                fetch.wanted.clone(),
+                fetch.peer,
+                fetch.others.into(),
+                fetch.purpose,
+                store,
+                now,
+            );
+        }
+        match fetch.purpose {
+            FetchFor::Follow => {}
+            FetchFor::Push(peer, id) => {
+                if let Some(push) = self.inbound.get_mut(&(peer, id)) {
+                    push.fetch = next;
+                }
+                self.finish_push(peer, id, store, now);
+            }
+        }
+    }
+
+    fn on_fetch_failed(&mut self, request: RequestId, store: &Store, now: Instant) {
+        let Some(mut fetch) = self.fetches.remove(&request) else {
+            return;
+        };
+        let mut next = None;
+        while next.is_none() {
+            let Some(peer) = fetch.others.pop_front() else {
+                break;
+            };
+            let others = std::mem::take(&mut fetch.others).into();
+            next = self.fetch(
+                fetch.doc,
+                fetch.wanted.clone(),
+                peer,
+                others,
+                fetch.purpose,
+                store,
+                now,
+            );
+        }
+        if let FetchFor::Push(peer, id) = fetch.purpose {
+            if let Some(push) = self.inbound.get_mut(&(peer, id)) {
+                push.fetch = next;
+            }
+            self.finish_push(peer, id, store, now);
+        }
+    }
+
+    // ---- replicator source -----------------------------------------------------------------
+
+    /// Pushes to every replicator whose scope covers `doc`.
+    fn pump_covering(&mut self, collection: CollectionId, doc: DocId, store: &Store, now: Instant) {
+        let all = self.fault_ignore_scope();
+        let peers: Vec<P> = self
+            .replicators
+            .iter()
+            .filter(|(_, r)| all || r.covers(&collection, &doc))
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in peers {
+            if all {
+                self.push_doc(peer, doc, store, now);
+            } else {
+                self.pump(peer, store, now);
+            }
+        }
+    }
+
+    /// Pushes what `peer` is owed, as far as its in-flight window allows.
+    fn pump(&mut self, peer: P, store: &Store, now: Instant) {
+        let Some(scope) = self.replicators.get(&peer).cloned() else {
+            return;
+        };
+        if !self.replicator.can_push(&peer) {
+            return;
+        }
+        let key = peer.to_key();
+        let Some(outbox) = self.read(store.outbox(&key, self.config.outbox_batch)) else {
+            return;
+        };
+        if (outbox.catch_up || !self.caught_up_since_start.contains(&peer))
+            && !self.catch_up.contains_key(&peer)
+        {
+            self.caught_up_since_start.insert(peer);
+            if outbox.catch_up {
+                self.persist(Mutation::ClearCatchUp { peer: key }, Purpose::Quiet);
+            }
+            let catch_up = CatchUp {
+                collections: scope.collections.iter().copied().collect(),
+                after: None,
+                documents: scope.documents.iter().copied().collect(),
+                unacked: BTreeSet::new(),
+            };
+            self.catch_up.insert(peer, catch_up);
+        }
+        let in_flight: BTreeSet<DocId> = self.replicator.in_flight(&peer).collect();
+        let mut owed = outbox
+            .documents
+            .into_iter()
+            .filter(|d| !in_flight.contains(d));
+        while self.replicator.can_push(&peer) {
+            let doc = match owed.next() {
+                Some(doc) => doc,
+                None => match self.next_catch_up(peer, store) {
+                    Some(doc) => doc,
+                    None => break,
+                },
+            };
+            if !self.push_doc(peer, doc, store, now) {
+                break;
+            }
+        }
+    }
+
+    /// The next document of `peer`'s catch-up, reading its scope a page at a time.
+    fn next_catch_up(&mut self, peer: P, store: &Store) -> Option<DocId> {
+        loop {
+            let catch_up = self.catch_up.get_mut(&peer)?;
+            if let Some(doc) = catch_up.documents.pop_front() {
+                catch_up.unacked.insert(doc);
+                return Some(doc);
+            }
+            let Some(collection) = catch_up.collections.front().copied() else {
+                if catch_up.unacked.is_empty() {
+                    self.catch_up.remove(&peer);
+                }
+                return None;
+            };
+            let after = catch_up.after;
+            let page = match store.documents(collection, true, after, self.config.outbox_batch) {
+                Ok(page) => page,
+                Err(error) => {
+                    self.events.push_back(Event::StoreFailed { error });
+                    self.catch_up.remove(&peer);
+                    return None;
+                }
+            };
+            let catch_up = self.catch_up.get_mut(&peer)?;
+            match page.last() {
+                Some(last) => catch_up.after = Some(*last),
+                None => {
+                    catch_up.collections.pop_front();
+                    catch_up.after = None;
+                }
+            }
+            catch_up.documents.extend(page);
+        }
+    }
+
+    /// A catch-up push of `doc` to `peer` failed: push it again at the next attempt.
+    fn retry_catch_up(&mut self, peer: P, doc: DocId) {
+        if let Some(c) = self.catch_up.get_mut(&peer)
+            && c.unacked.remove(&doc)
+        {
+            c.documents.push_front(doc);
+        }
+    }
+
+    /// Pushes `doc`'s current heads with their blocks to `peer`. Returns false when the push
+    /// could not be made.
+    fn push_doc(&mut self, peer: P, doc: DocId, store: &Store, now: Instant) -> bool {
+        let Some(state) = self.read(store.state(&doc)).flatten() else {
+            // Owed but unknown here (a document that only ever had pending blocks): nothing to
+            // push; drop the entry.
+            let ack = Mutation::AckOutbox {
+                peer: peer.to_key(),
+                doc_id: doc,
+                heads: Vec::new(),
+            };
+            self.persist(ack, Purpose::Quiet);
+            return true;
+        };
+        let mut blocks = Vec::with_capacity(state.heads.len());
+        for head in &state.heads {
+            match self.read(store.block_bytes(head)) {
+                Some(Some(bytes)) => blocks.push(bytes),
+                _ => return false,
+            }
+        }
+        let name = self
+            .collections
+            .get(&state.collection)
+            .cloned()
+            .unwrap_or_default();
+        self.replicator
+            .push(peer, &name, state.collection, doc, state.heads, blocks, now)
+            .is_ok()
+    }
+
+    // ---- plumbing --------------------------------------------------------------------------
+
+    /// Moves the cores' outputs into commands and reacts to their events until nothing moves.
+    fn process(&mut self, store: &Store, now: Instant) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.backfill.poll_transmit() {
+                self.transmit(t.peer, Protocol::Backfill, t.frame);
+            }
+            while let Some(t) = self.replicator.poll_transmit() {
+                self.transmit(t.peer, Protocol::Replicator, t.frame);
+            }
+            while let Some(c) = self.connectivity.poll_command() {
+                self.commands.push_back(Command::Connect(c));
+            }
+            while let Some(e) = self.backfill.poll_event() {
+                progressed = true;
+                self.on_backfill(e, store, now);
+            }
+            while let Some(e) = self.replicator.poll_event() {
+                progressed = true;
+                self.on_replicator(e, store, now);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_backfill(&mut self, event: backfill::Event<P>, store: &Store, now: Instant) {
+        match event {
+            backfill::Event::Received { request, block } => {
+                let Some(peer) = self.fetches.get(&request).map(|f| f.peer) else {
+                    return;
+                };
+                if self.ingest(peer, Via::Backfill(request), block)
+                    && let Some(f) = self.fetches.get_mut(&request)
+                {
+                    f.outstanding += 1;
+                }
+            }
+            backfill::Event::Completed {
+                request, truncated, ..
+            } => {
+                if let Some(f) = self.fetches.get_mut(&request) {
+                    f.completed = Some(truncated);
+                }
+                self.finish_fetch(request, store, now);
+            }
+            backfill::Event::Failed { request, .. } => self.on_fetch_failed(request, store, now),
+            backfill::Event::PeerMisbehaved { peer, violation } => {
+                self.misbehaved(peer, Violation::Backfill(violation));
+            }
+        }
+    }
+
+    fn on_replicator(&mut self, event: replicator::Event<P>, store: &Store, now: Instant) {
+        match event {
+            replicator::Event::Acked {
+                peer, doc, heads, ..
+            } => {
+                let ack = Mutation::AckOutbox {
+                    peer: peer.to_key(),
+                    doc_id: doc,
+                    heads,
+                };
+                self.persist(ack, Purpose::Outbox { peer });
+                if let Some(c) = self.catch_up.get_mut(&peer) {
+                    c.unacked.remove(&doc);
+                    if c.unacked.is_empty() && c.documents.is_empty() && c.collections.is_empty() {
+                        self.catch_up.remove(&peer);
+                    }
+                }
+                self.events.push_back(Event::Replicated { peer, doc });
+                self.pump(peer, store, now);
+            }
+            replicator::Event::Failed {
+                peer, doc, reason, ..
+            } => {
+                self.retry_catch_up(peer, doc);
+                let reason = ReplicationError::Failed(reason);
+                self.events
+                    .push_back(Event::ReplicationFailed { peer, doc, reason });
+            }
+            replicator::Event::Refused {
+                peer, doc, reason, ..
+            } => {
+                self.retry_catch_up(peer, doc);
+                let reason = ReplicationError::Refused(reason);
+                self.events
+                    .push_back(Event::ReplicationFailed { peer, doc, reason });
+            }
+            replicator::Event::Ready { peer } => {
+                if self.connectivity.is_connected(&peer) {
+                    self.pump(peer, store, now);
+                }
+            }
+            replicator::Event::Received {
+                peer,
+                id,
+                collection,
+                doc,
+                heads,
+                blocks,
+                ..
+            } => self.on_push_received(peer, id, collection, doc, heads, blocks, store, now),
+            replicator::Event::PeerMisbehaved { peer, violation } => {
+                self.misbehaved(peer, Violation::Replicator(violation));
+            }
+        }
+    }
+
+    /// Persists a received block. Returns false when it was dropped (too many persists
+    /// outstanding).
+    fn ingest(&mut self, from: P, via: Via<P>, block: VerifiedBlock) -> bool {
+        if self.persists.len() >= self.config.max_persists {
+            self.stats.dropped += 1;
+            return false;
+        }
+        self.stats.ingested += 1;
+        let mutation = Mutation::Ingest {
+            block: block.clone(),
+        };
+        self.persist(mutation, Purpose::Ingest { from, via, block });
+        true
+    }
+
+    fn persist(&mut self, mutation: Mutation, purpose: Purpose<P>) -> PersistToken {
+        let token = PersistToken(self.next_token);
+        self.next_token += 1;
+        self.persists.insert(token, purpose);
+        self.commands
+            .push_back(Command::Persist { token, mutation });
+        token
+    }
+
+    fn publish(&mut self, block: &VerifiedBlock, heads: Vec<Cid>, now: Instant) {
+        if !self.config.passive {
+            return;
+        }
+        let update = Update::new(block, heads, self.config.max_inline_bytes);
+        let data = update.encode();
+        let ns = &self.config.namespace;
+        let topics = [
+            pubsub::collection_topic(ns, &update.collection),
+            pubsub::document_topic(ns, &update.collection, &update.doc_id),
+        ];
+        for topic in topics {
+            self.stats.published += 1;
+            self.commands.push_back(Command::Publish {
+                topic,
+                id: update.cid,
+                data: data.clone(),
+            });
+        }
+        let _ = now;
+    }
+
+    fn apply_topic_changes(&mut self, changes: Vec<TopicChange>, now: Instant) {
+        if !self.config.passive {
+            return;
+        }
+        for change in changes {
+            match change {
+                TopicChange::Subscribe(topic) => {
+                    self.connectivity.follow(topic.clone().into_bytes(), now);
+                    self.commands.push_back(Command::Subscribe { topic });
+                }
+                TopicChange::Unsubscribe(topic) => {
+                    self.connectivity.unfollow(topic.as_bytes(), now);
+                    self.commands.push_back(Command::Unsubscribe { topic });
+                }
+            }
+        }
+    }
+
+    fn transmit(&mut self, peer: P, protocol: Protocol, frame: Vec<u8>) {
+        self.commands.push_back(Command::Transmit {
+            peer,
+            protocol,
+            frame,
+        });
+    }
+
+    fn misbehaved(&mut self, peer: P, violation: Violation) {
+        self.stats.violations += 1;
+        self.events
+            .push_back(Event::PeerMisbehaved { peer, violation });
+    }
+
+    fn follows_doc(&self, collection: &CollectionId, doc: &DocId) -> bool {
+        self.fault_ignore_follow() || self.follows.follows(collection, doc)
+    }
+
+    /// The collections `doc` may be in: its own if it is held here, else every local one.
+    fn document_collections(&mut self, store: &Store, doc: &DocId) -> Vec<CollectionId> {
+        match self.read(store.state(doc)).flatten() {
+            Some(state) => vec![state.collection],
+            None => self.collections.keys().copied().collect(),
+        }
+    }
+
+    fn reload_collections(&mut self, store: &Store, now: Instant) {
+        if let Some(collections) = self.read(store.collections()) {
+            self.collections = collections
+                .into_iter()
+                .map(|c| (c.id(), c.name().to_owned()))
+                .collect();
+        }
+        if self.fault_ignore_follow() {
+            let mut changes = Vec::new();
+            for c in self.collections.keys().copied().collect::<Vec<_>>() {
+                self.follows.add_collection(c, &mut changes);
+            }
+            self.apply_topic_changes(changes, now);
+        }
+    }
+
+    /// A store read; a failure becomes [`Event::StoreFailed`].
+    fn read<T>(&mut self, result: Result<T, ReadError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(error) => {
+                self.events.push_back(Event::StoreFailed { error });
+                None
+            }
+        }
+    }
+
+    #[cfg(feature = "test-util")]
+    fn fault_ignore_follow(&self) -> bool {
+        self.config.faults.follow_everything
+    }
+
+    #[cfg(not(feature = "test-util"))]
+    fn fault_ignore_follow(&self) -> bool {
+        false
+    }
+
+    #[cfg(feature = "test-util")]
+    fn fault_ignore_scope(&self) -> bool {
+        self.config.faults.ignore_replicator_scope
+    }
+
+    #[cfg(not(feature = "test-util"))]
+    fn fault_ignore_scope(&self) -> bool {
+        false
+    }
+
+    fn advance(&mut self, now: Instant) {
+        if let Some(last) = self.last_now {
+            assert!(now >= last, "time went backwards: {now:?} < {last:?}");
+        }
+        self.last_now = Some(now);
+    }
+}
