@@ -89,6 +89,22 @@ pub fn document_topic(namespace: &str, collection: &CollectionId, doc: &DocId) -
     shard_topic(namespace, collection, shard_of(doc))
 }
 
+/// The gossipsub message id of an update on `topic`: the topic, a zero byte, then the block's
+/// CID as the message names it. A node publishes each block on two topics, and gossipsub
+/// refuses to publish one id twice, so the id is the CID per topic; duplicates on one topic —
+/// the same block published by several nodes, or republished — share it. Bytes that do not
+/// decode get the id of their own bytes (they are rejected by validation anyway).
+pub fn message_id(topic: &str, data: &[u8]) -> Vec<u8> {
+    let cid = decode_message::<pb::Update>(data)
+        .map(|m| m.cid)
+        .unwrap_or_else(|_| data.to_vec());
+    let mut id = Vec::with_capacity(topic.len() + 1 + cid.len());
+    id.extend_from_slice(topic.as_bytes());
+    id.push(0);
+    id.extend_from_slice(&cid);
+    id
+}
+
 /// A validated pubsub update.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Update {

@@ -141,6 +141,16 @@ fn update_naming_another_document_is_invalid() {
     assert_eq!(Update::decode(&u.encode()), Err(Invalid::Mismatch));
 }
 
+#[test]
+fn message_id_is_the_cid_per_topic() {
+    let mut r = replica(false);
+    let (_, block) = r.create("U", &json!({"a": 1})).unwrap();
+    let inline = Update::new(&block, vec![block.cid()], DEFAULT_MAX_INLINE_BYTES).encode();
+    let by_cid = Update::new(&block, vec![block.cid()], 0).encode();
+    assert_eq!(message_id("t", &inline), message_id("t", &by_cid), "same block, same id");
+    assert_ne!(message_id("t", &inline), message_id("u", &inline), "one id per topic");
+}
+
 proptest::proptest! {
     #[test]
     fn decoding_arbitrary_bytes_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
