@@ -97,6 +97,9 @@ use crate::connectivity::{self, Address, Connectivity, Path, Reason};
 use crate::pubsub::{self, Follows, TopicChange, Update};
 use crate::replicator::{self, InboundId, Replicator};
 
+/// Peers asked in turn for blocks a pubsub update announced, after the one that sent it.
+const MAX_FETCH_CANDIDATES: usize = 3;
+
 /// A peer identity the coordinator can persist: a libp2p `PeerId` in the node, a number in the
 /// simulator.
 pub trait Peer: Copy + Ord + fmt::Debug {
@@ -970,6 +973,7 @@ impl<P: Peer> Node<P> {
         match via {
             Via::Pubsub => {
                 if let Some(missing) = pending_missing {
+                    let others = self.other_peers(from);
                     self.fetch(doc, missing, from, Vec::new(), FetchFor::Follow, store, now);
                 }
             }
@@ -998,6 +1002,7 @@ impl<P: Peer> Node<P> {
             }
             None => {
                 let wanted = vec![update.cid];
+                let others = self.other_peers(from);
                 self.fetch(
                     update.doc_id,
                     wanted,
@@ -1198,12 +1203,37 @@ impl<P: Peer> Node<P> {
                 now,
             );
         }
-        if let FetchFor::Push(peer, id) = fetch.purpose {
-            if let Some(push) = self.inbound.get_mut(&(peer, id)) {
-                push.fetch = next;
+        match fetch.purpose {
+            FetchFor::Push(peer, id) => {
+                if let Some(push) = self.inbound.get_mut(&(peer, id)) {
+                    push.fetch = next;
+                }
+                self.finish_push(peer, id, store, now);
             }
-            self.finish_push(peer, id, store, now);
+            FetchFor::Follow if next.is_none() => {
+                // Nobody connected had the blocks: look for providers of the document's
+                // collection, so the next attempt (its next update) has somewhere to go.
+                if let Some(collection) = self
+                    .read(store.state(&fetch.doc))
+                    .flatten()
+                    .map(|s| s.collection)
+                {
+                    let topic = pubsub::collection_topic(&self.config.namespace, &collection);
+                    self.connectivity.find_providers(topic.into_bytes(), now);
+                }
+            }
+            FetchFor::Follow => {}
         }
+    }
+
+    /// Connected peers other than `peer`, a few, to ask for blocks `peer` did not have.
+    fn other_peers(&self, peer: P) -> Vec<P> {
+        self.connectivity
+            .connected()
+            .filter(|p| **p != peer)
+            .take(MAX_FETCH_CANDIDATES)
+            .copied()
+            .collect()
     }
 
     // ---- replicator source -----------------------------------------------------------------
@@ -1494,6 +1524,10 @@ impl<P: Peer> Node<P> {
             pubsub::collection_topic(ns, &update.collection),
             pubsub::document_topic(ns, &update.collection, &update.doc_id),
         ];
+        // Peers following the collection but not yet connected are found through the DHT
+        // (the connectivity core rate-limits lookups per key).
+        self.connectivity
+            .find_providers(topics[0].clone().into_bytes(), now);
         for topic in topics {
             self.stats.published += 1;
             self.commands.push_back(Command::Publish {
@@ -1502,7 +1536,6 @@ impl<P: Peer> Node<P> {
                 data: data.clone(),
             });
         }
-        let _ = now;
     }
 
     fn apply_topic_changes(&mut self, changes: Vec<TopicChange>, now: Instant) {

@@ -70,6 +70,8 @@ pub struct Options {
     pub wait_budget: Duration,
     /// Steps [`Network::wait`] may take.
     pub step_budget: u64,
+    /// Adjusts node `i`'s coordinator configuration (allow lists, quotas, inline size…).
+    pub configure: Option<fn(u16, Config<u16>) -> Config<u16>>,
 }
 
 impl Options {
@@ -90,6 +92,7 @@ impl Options {
             faults: node::Faults::default(),
             wait_budget: Duration::from_secs(6 * 3600),
             step_budget: 5_000_000,
+            configure: None,
         }
     }
 
@@ -629,6 +632,10 @@ impl Network {
             .with_hot_docs(o.hot_docs)
             .with_passive(o.passive)
             .with_faults(o.faults);
+        let config = match o.configure {
+            Some(f) => f(i, config),
+            None => config,
+        };
         let seed = o.seed.wrapping_mul(31).wrapping_add(u64::from(i));
         let mut node = Node::new(config, seed);
         let host = &mut self.hosts[usize::from(i)];

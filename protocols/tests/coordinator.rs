@@ -1,0 +1,289 @@
+//! The coordinator's cross-protocol behaviour beyond SCENARIOS.md: chains of nodes, blocks too
+//! large to travel inline, hostile pubsub input, allow lists, lossy gossip, determinism.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use hypha_crdt::Author;
+use hypha_protocols::node::{self, Command, Event, Node, Verdict, Violation};
+use hypha_protocols::replicator::{self, Refusal};
+use hypha_protocols::testing::{Network, Options};
+use hypha_store::{Mutation, Store};
+use serde_json::{Value, json};
+
+const U: &str = "type Users { Name: String  Age: Int }";
+
+fn ages(n: &Network, i: u16) -> Vec<Value> {
+    n.values(i, "Users", "Age")
+}
+
+#[test]
+fn gossip_crosses_a_chain_of_followers() {
+    // 0 — 1 — 2: node 0 and node 2 are not connected.
+    let mut n = Network::new(Options::seeded(40).nodes(3));
+    n.schema_all(U);
+    n.connect(0, 1);
+    n.connect(1, 2);
+    n.follow_collections(1, &["Users"]).unwrap();
+    n.follow_collections(2, &["Users"]).unwrap();
+    n.wait().unwrap();
+    let doc = n
+        .create(0, "Users", json!({"Name": "John", "Age": 21}))
+        .unwrap();
+    n.update(0, doc, json!({"Age": 22})).unwrap();
+    n.wait().unwrap();
+    assert_eq!(ages(&n, 2), vec![json!(22)]);
+}
+
+#[test]
+fn a_block_pushed_to_a_replicator_is_published_on_to_its_followers() {
+    // 0 →(replicator) 1 —(pubsub) 2: node 2 follows Users and is connected to node 1 only.
+    let mut n = Network::new(Options::seeded(41).nodes(3));
+    n.schema_all(U);
+    n.set_replicator(0, 1, &["Users"], &[]);
+    n.connect(2, 1);
+    n.follow_collections(2, &["Users"]).unwrap();
+    n.wait().unwrap();
+    n.create(0, "Users", json!({"Name": "John", "Age": 21}))
+        .unwrap();
+    n.wait().unwrap();
+    assert_eq!(ages(&n, 1), vec![json!(21)]);
+    assert_eq!(
+        ages(&n, 2),
+        vec![json!(21)],
+        "node 1 republished the pushed block"
+    );
+}
+
+#[test]
+fn a_block_too_large_to_travel_inline_is_fetched_by_backfill() {
+    let mut o = Options::seeded(42);
+    o.configure = Some(|_, c| c.with_max_inline_bytes(64));
+    let mut n = Network::new(o);
+    n.schema_all(U);
+    n.connect(0, 1);
+    n.follow_collections(1, &["Users"]).unwrap();
+    n.wait().unwrap();
+    let doc = n
+        .create(0, "Users", json!({"Name": "John", "Age": 21}))
+        .unwrap();
+    for age in 22..30 {
+        n.update(0, doc, json!({"Age": age})).unwrap();
+    }
+    n.wait().unwrap();
+    assert_eq!(ages(&n, 1), vec![json!(29)]);
+    let stats = n.node(1).unwrap().stats();
+    assert!(
+        stats.fetches > 0,
+        "updates came by CID and were backfilled: {stats:?}"
+    );
+}
+
+#[test]
+fn a_follower_that_missed_history_backfills_it_from_the_sender() {
+    // Node 1 follows a document it does not have; the next update brings the whole history.
+    let mut n = Network::new(Options::seeded(43));
+    n.schema_all(U);
+    let doc = n
+        .create(0, "Users", json!({"Name": "John", "Age": 1}))
+        .unwrap();
+    for age in 2..50 {
+        n.update(0, doc, json!({"Age": age})).unwrap();
+    }
+    n.connect(1, 0);
+    n.follow_documents(1, &[doc]);
+    n.wait().unwrap();
+    n.update(0, doc, json!({"Age": 50})).unwrap();
+    n.wait().unwrap();
+    assert_eq!(ages(&n, 1), vec![json!(50)]);
+    assert_eq!(n.store(1).stats().unwrap().blocks, 50);
+}
+
+#[test]
+fn a_source_off_the_allow_list_is_refused_and_nothing_is_written() {
+    let mut o = Options::seeded(44);
+    // Node 1 accepts pushes only from a peer that does not exist.
+    o.configure = Some(|i, c| {
+        if i == 1 {
+            let allowed = Some(BTreeSet::from([99u16]));
+            c.with_replicator(replicator::Config::default().with_allowed_sources(allowed))
+        } else {
+            c
+        }
+    });
+    let mut n = Network::new(o);
+    n.schema_all(U);
+    n.set_replicator(0, 1, &["Users"], &[]);
+    n.create(0, "Users", json!({"Name": "John", "Age": 21}))
+        .unwrap();
+    n.run_for(Duration::from_secs(10));
+    assert!(ages(&n, 1).is_empty());
+    let refused = n.events(0).iter().any(|e| {
+        matches!(e, Event::ReplicationFailed { reason, .. }
+            if *reason == Refusal::Unauthorized.into())
+    });
+    assert!(refused);
+    assert_eq!(
+        n.node(1).unwrap().replicator_stats().refused_unauthorized,
+        1
+    );
+}
+
+#[test]
+fn replicators_converge_under_lossy_duplicating_gossip() {
+    // Every node replicates Users to every other and follows it; gossip loses a third of its
+    // messages and duplicates a fifth. Pushes are reliable, so all converge.
+    for seed in 0..8 {
+        let mut o = Options::seeded(100 + seed).nodes(3);
+        o.gossip_loss = 0.3;
+        o.gossip_duplication = 0.2;
+        o.jitter = Duration::from_millis(20);
+        let mut n = Network::new(o);
+        n.schema_all(U);
+        for a in 0..3 {
+            for b in 0..3 {
+                if a != b {
+                    n.set_replicator(a, b, &["Users"], &[]);
+                }
+            }
+            n.follow_collections(a, &["Users"]).unwrap();
+        }
+        let doc = n.create_all("Users", json!({"Name": "John", "Age": 0}));
+        for round in 0..5 {
+            n.concurrently(|n| {
+                for i in 0..3u16 {
+                    let age = round * 10 + i64::from(i);
+                    n.update(i, doc, json!({"Age": age})).unwrap();
+                }
+            });
+            n.run_for(Duration::from_millis(3));
+        }
+        n.wait().unwrap();
+        let states: Vec<Vec<Value>> = (0..3).map(|i| ages(&n, i)).collect();
+        assert!(
+            states.windows(2).all(|w| w[0] == w[1]),
+            "seed {seed}: {states:?}"
+        );
+        let heads: BTreeSet<_> = (0..3)
+            .map(|i| n.store(i).state(&doc).unwrap().unwrap().heads)
+            .collect();
+        assert_eq!(heads.len(), 1, "seed {seed}: same heads everywhere");
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let run = |seed| {
+        let mut o = Options::seeded(seed).nodes(3);
+        o.gossip_loss = 0.2;
+        let mut n = Network::new(o);
+        n.schema_all(U);
+        n.connect(0, 1);
+        n.connect(1, 2);
+        n.set_replicator(0, 2, &["Users"], &[]);
+        n.follow_collections(1, &["Users"]).unwrap();
+        let doc = n
+            .create(0, "Users", json!({"Name": "John", "Age": 0}))
+            .unwrap();
+        for age in 1..20 {
+            n.update(0, doc, json!({"Age": age})).unwrap();
+        }
+        n.wait().unwrap();
+        let heads: Vec<_> = (0..3).map(|i| n.store(i).state(&doc).unwrap()).collect();
+        (
+            n.elapsed(),
+            heads,
+            format!("{:?}", n.node(1).unwrap().stats()),
+        )
+    };
+    assert_eq!(run(7), run(7));
+}
+
+/// The coordinator driven by hand, with no harness: hostile input straight into it.
+struct Solo {
+    node: Node<u8>,
+    store: Store,
+    now: Instant,
+}
+
+impl Solo {
+    #[allow(clippy::disallowed_methods)] // The test's one clock read: an arbitrary origin.
+    fn new() -> Solo {
+        let store = Store::memory(hypha_store::Config::new(Author::unsigned([1; 32]))).unwrap();
+        store.commit(Mutation::AddSchema { sdl: U.into() }).unwrap();
+        let now = Instant::now();
+        let mut node = Node::new(node::Config::new("hypha"), 1);
+        node.start(&store, now);
+        Solo { node, store, now }
+    }
+
+    fn events(&mut self) -> Vec<Event<u8>> {
+        while self.node.poll_command().is_some() {}
+        std::iter::from_fn(|| self.node.poll_event()).collect()
+    }
+}
+
+#[test]
+fn garbage_on_pubsub_is_rejected_and_reported() {
+    let mut s = Solo::new();
+    let verdict = s
+        .node
+        .handle_pubsub(7, "t", b"\xff\xff\xff garbage", &s.store, s.now);
+    assert_eq!(verdict, Verdict::Reject);
+    let events = s.events();
+    assert!(matches!(
+        events.as_slice(),
+        [Event::PeerMisbehaved {
+            peer: 7,
+            violation: Violation::Pubsub(_)
+        }]
+    ));
+    assert_eq!(s.store.stats().unwrap().blocks, 0);
+}
+
+#[test]
+fn garbage_frames_are_violations_and_change_nothing() {
+    let mut s = Solo::new();
+    for protocol in node::Protocol::ALL {
+        s.node
+            .handle_frame(3, protocol, &[0x0a, 0xff, 0x01], &s.store, s.now);
+    }
+    let events = s.events();
+    assert_eq!(events.len(), 2);
+    assert!(
+        events
+            .iter()
+            .all(|e| matches!(e, Event::PeerMisbehaved { peer: 3, .. }))
+    );
+    assert_eq!(s.store.stats().unwrap().blocks, 0);
+}
+
+#[test]
+fn a_mutation_is_reported_only_once_persisted() {
+    let mut s = Solo::new();
+    let token = s.node.submit(
+        Mutation::Create {
+            collection: "Users".into(),
+            document: json!({"Name": "John"}),
+        },
+        s.now,
+    );
+    let Some(Command::Persist { token: t, mutation }) = s.node.poll_command() else {
+        panic!("a submit asks for a persist first");
+    };
+    assert_eq!(t, token);
+    assert!(
+        s.node.poll_event().is_none(),
+        "nothing is reported before it is durable"
+    );
+    let result = s.store.commit(mutation).map(|r| r.committed);
+    s.node.handle_persisted(token, result, &s.store, s.now);
+    let commands: Vec<_> = std::iter::from_fn(|| s.node.poll_command()).collect();
+    let publishes = commands
+        .iter()
+        .filter(|c| matches!(c, Command::Publish { .. }))
+        .count();
+    assert_eq!(publishes, 2, "the collection topic and the shard topic");
+    let events: Vec<_> = std::iter::from_fn(|| s.node.poll_event()).collect();
+    assert!(matches!(events[0], Event::Persisted { token: t, result: Ok(_) } if t == token));
+}
