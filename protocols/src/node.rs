@@ -974,7 +974,7 @@ impl<P: Peer> Node<P> {
             Via::Pubsub => {
                 if let Some(missing) = pending_missing {
                     let others = self.other_peers(from);
-                    self.fetch(doc, missing, from, Vec::new(), FetchFor::Follow, store, now);
+                    self.fetch(doc, missing, from, others, FetchFor::Follow, store, now);
                 }
             }
             Via::Push(peer, id) => {
@@ -1007,7 +1007,7 @@ impl<P: Peer> Node<P> {
                     update.doc_id,
                     wanted,
                     from,
-                    Vec::new(),
+                    others,
                     FetchFor::Follow,
                     store,
                     now,

@@ -39,6 +39,9 @@ use serde_json::{Map, Value};
 use crate::connectivity::{self, Path};
 use crate::node::{self, Command, Config, Event, Node, PersistToken, Protocol, Verdict};
 
+/// Adjusts node `i`'s coordinator configuration before it starts.
+pub type Configure = fn(u16, Config<u16>) -> Config<u16>;
+
 /// How a network behaves; everything random comes from `seed`.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -71,7 +74,7 @@ pub struct Options {
     /// Steps [`Network::wait`] may take.
     pub step_budget: u64,
     /// Adjusts node `i`'s coordinator configuration (allow lists, quotas, inline size…).
-    pub configure: Option<fn(u16, Config<u16>) -> Config<u16>>,
+    pub configure: Option<Configure>,
 }
 
 impl Options {
