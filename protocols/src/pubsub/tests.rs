@@ -147,8 +147,16 @@ fn message_id_is_the_cid_per_topic() {
     let (_, block) = r.create("U", &json!({"a": 1})).unwrap();
     let inline = Update::new(&block, vec![block.cid()], DEFAULT_MAX_INLINE_BYTES).encode();
     let by_cid = Update::new(&block, vec![block.cid()], 0).encode();
-    assert_eq!(message_id("t", &inline), message_id("t", &by_cid), "same block, same id");
-    assert_ne!(message_id("t", &inline), message_id("u", &inline), "one id per topic");
+    assert_eq!(
+        message_id("t", &inline),
+        message_id("t", &by_cid),
+        "same block, same id"
+    );
+    assert_ne!(
+        message_id("t", &inline),
+        message_id("u", &inline),
+        "one id per topic"
+    );
 }
 
 proptest::proptest! {
