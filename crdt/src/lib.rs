@@ -50,6 +50,7 @@ mod history;
 mod memory;
 pub mod merge;
 pub mod schema;
+pub mod sync_index;
 
 pub use crate::author::{Author, MutationError};
 pub use crate::block::{AuthorKey, Block, BlockError, Delta, FieldOp, Status, VerifiedBlock};
@@ -64,6 +65,7 @@ pub use crate::merge::{
 pub use crate::schema::{
     Collection, CollectionId, CrdtType, Field, Kind, SchemaError, SchemaVersionId, parse_sdl,
 };
+pub use crate::sync_index::{CollectionIndex, ItemHash, Root, SyncIndex};
 
 pub use ed25519_dalek::SigningKey;
 pub use ipld_core::ipld::Ipld;
