@@ -1,5 +1,110 @@
-//! The libp2p transport of Hypha's stream protocols: one `NetworkBehaviour`, [`Frames`], that
-//! moves length-prefixed frames between peers (feature `libp2p`).
+//! Hypha on libp2p (feature `libp2p`): [`Hypha`], the behaviour that runs a whole node in a
+//! `Swarm`, and [`Frames`], the transport of its stream protocols.
+//!
+//! # Hypha
+//!
+//! [`Hypha`] owns the coordinator ([`Node<PeerId>`](crate::node::Node)) and the store, and
+//! composes two behaviours: [`Frames`] for the backfill and replicator streams, and gossipsub
+//! for passive replication. It is everything a node needs to replicate; an application adds it
+//! to its own `#[derive(NetworkBehaviour)]` next to whatever else it runs (identify, Kademlia,
+//! relay, DCUtR) and polls the Swarm. It moves facts and commands between libp2p and the
+//! coordinator, and decides nothing itself:
+//!
+//! ```text
+//!  libp2p                                  Hypha                          Node<PeerId>
+//!  first connection to a peer ─────▶ dialed address, Direct or Relayed ─▶ handle_connected
+//!  last connection closed, dial failed ──────────────────────────────────▶ handle_disconnected,
+//!                                                                          handle_dial_failed
+//!  Frames: frame received ──────────────────────────────────────────────▶ handle_frame
+//!  gossipsub: message ─────────────────────────────────────────────────▶ handle_pubsub
+//!    ◀── report_message_validation_result(Accept | Ignore | Reject) ◀──── Verdict
+//!  store: durable (waiter thread) ──────────────────────────────────────▶ handle_persisted
+//!  timer at poll_timeout ───────────────────────────────────────────────▶ handle_timeout
+//!
+//!  Frames::send ◀──────────────── Transmit            Persist ──▶ store.submit, off the loop
+//!  gossipsub publish, (un)subscribe ◀── Publish, Subscribe, Unsubscribe
+//!  ToSwarm::Dial ◀─────────────── Connect(Dial)       Connect(other) ──▶ HyphaEvent::Connect
+//!  HyphaEvent::Node ◀──────────── events
+//! ```
+//!
+//! Only a dialed address is passed to the node (an inbound connection's remote address is an
+//! ephemeral port); a connection over `/p2p-circuit` is [`Path::Relayed`](crate::connectivity::Path)
+//! through the peer named before it. Provider records, lookups, relay reservations and hole
+//! punches come out as [`HyphaEvent::Connect`] for the application's Kademlia, relay client and
+//! DCUtR, which report back through [`Hypha::handle_connectivity`]; this crate has no
+//! Kademlia.
+//!
+//! Writes never wait on the event loop: [`Command::Persist`](crate::node::Command::Persist)
+//! goes to [`Store::submit`](hypha_store::Store::submit), and one waiter thread, started with
+//! the behaviour and stopped when it drops, waits for the tickets in submission order and
+//! sends each result back to `poll`. Acknowledgements to replicator sources therefore still go
+//! out only once the block is durable.
+//!
+//! Gossipsub runs with signed messages and strict validation, forwards nothing before the
+//! coordinator's verdict, uses the block's CID per topic as the message id
+//! ([`pubsub::message_id`](crate::pubsub::message_id)), and scores peers: an invalid update
+//! costs its sender −10 × count² in that topic, decaying over an hour, so a peer that sends two
+//! gets no more gossip and one that sends three is graylisted (gossipsub's thresholds −10, −50,
+//! −80). Mesh-delivery penalties are off: Hypha's topics carry one message per commit, and a
+//! quiet topic must not count against honest mesh peers. Time in the mesh earns up to +10 in an
+//! hour and first deliveries +1 each up to 50; positive topic scores are capped at 100.
+//!
+//! ```no_run
+//! use futures::StreamExt as _;
+//! use hypha_protocols::node;
+//! use hypha_protocols::swarm::{Hypha, HyphaEvent};
+//! use libp2p_swarm::{NetworkBehaviour, Swarm, SwarmEvent};
+//! # use std::sync::Arc;
+//! # use libp2p_core::{muxing::StreamMuxerBox, transport::Boxed};
+//! # use libp2p_identity::{Keypair, PeerId};
+//!
+//! #[derive(NetworkBehaviour)]
+//! #[behaviour(prelude = "libp2p_swarm::derive_prelude")] // not needed with the libp2p facade
+//! struct App {
+//!     hypha: Hypha,
+//!     // …the application's own behaviours: identify, kademlia, relay, dcutr…
+//! }
+//!
+//! # async fn run(
+//! #     transport: Boxed<(PeerId, StreamMuxerBox)>,
+//! #     key: Keypair,
+//! #     store: Arc<hypha_store::Store>,
+//! # ) -> Result<(), Box<dyn std::error::Error>> {
+//! let hypha = Hypha::new(node::Config::new("hypha"), store, &key, 7)?;
+//! let config = libp2p_swarm::Config::with_tokio_executor();
+//! let mut swarm = Swarm::new(transport, App { hypha }, key.public().to_peer_id(), config);
+//! swarm.listen_on("/ip4/0.0.0.0/tcp/9171".parse()?)?;
+//! swarm.behaviour_mut().hypha.follow_collections(&["Books"])?;
+//! loop {
+//!     match swarm.select_next_some().await {
+//!         SwarmEvent::Behaviour(AppEvent::Hypha(HyphaEvent::Node(event))) => {
+//!             let _ = event; // the change feed, persist results, replication, misbehaviour
+//!         }
+//!         SwarmEvent::Behaviour(AppEvent::Hypha(HyphaEvent::Connect(command))) => {
+//!             let _ = command; // provide and find providers in Kademlia, reserve relays
+//!         }
+//!         _ => {}
+//!     }
+//! }
+//! # }
+//! ```
+//!
+//! `examples/embed.rs` runs two such apps in one process.
+//!
+//! ## Bounds and defaults ([`HyphaConfig`])
+//!
+//! | bound | default | why |
+//! |---|---|---|
+//! | gossipsub message size (`max_transmit_bytes`) | 128 KiB | an update with a 32 KiB inline block, up to 1,024 head CIDs (~38 KiB) and the signed envelope fits |
+//! | persist tickets awaiting the waiter (`max_queued_persists`) | 1,024 | past it, submitting blocks the event loop: back-pressure from a slow disk (so does a full store queue) |
+//! | persist results awaiting `poll` | no bound of its own | at most the persists in flight, which the coordinator bounds (`max_persists`) |
+//! | gossipsub heartbeat (`heartbeat_interval`) | gossipsub's 1 s, first after 6 s | tests shorten it |
+//! | events queued for the Swarm | — | each poll hands one out before it takes new input |
+//!
+//! The coordinator's and the cores' bounds are in [`node`](crate::node); those of the streams
+//! below. Gossipsub keeps its own defaults otherwise (mesh 5–12 peers, duplicate cache 1 min).
+//!
+//! # Frames
 //!
 //! The protocol cores are sans-IO: they emit `Transmit { peer, frame }` with the frame already
 //! length-prefixed ([`wire`](crate::wire)), and take the payload of a received frame in
@@ -7,7 +112,7 @@
 //! retries nothing, counts nothing and runs no interval: deciding what to send, when to give
 //! up and whom to blame stays in the cores and the coordinator, where the simulator tests it.
 //!
-//! # Streams
+//! ## Streams
 //!
 //! ```text
 //!  A                                                           B
@@ -29,7 +134,7 @@
 //! until one side closes the connection: the node, not this behaviour, decides when a peer is
 //! dropped.
 //!
-//! # Bounds and defaults ([`Config`])
+//! ## Bounds and defaults ([`Config`])
 //!
 //! | bound | default | why | past it |
 //! |---|---|---|---|
@@ -40,7 +145,7 @@
 //!
 //! A frame counts as queued from [`Frames::send`] until the handler has written and flushed it.
 //!
-//! # Failures
+//! ## Failures
 //!
 //! - A stream that fails ([`Event::StreamFailed`]) is dropped. An inbound failure
 //!   ([`StreamError::FrameTooLarge`], [`StreamError::Truncated`], ...) means the peer broke the
@@ -53,7 +158,7 @@
 //!   crashed) is lost without an event: the cores' own timeouts and retries cover it, as they
 //!   cover every other loss.
 //!
-//! # Example
+//! ## Example
 //!
 //! node-bin builds the transport (TCP, noise, yamux); this crate only provides the behaviour.
 //!
@@ -98,9 +203,13 @@ use libp2p_swarm::StreamProtocol;
 use crate::wire::{BACKFILL_PROTOCOL, DEFAULT_MAX_FRAME_BYTES, REPLICATOR_PROTOCOL};
 
 mod frames;
+mod gossip;
 mod handler;
+mod hypha;
+mod persist;
 
 pub use self::frames::{Event, Frames, SendError, StreamError};
+pub use self::hypha::{Hypha, HyphaConfig, HyphaEvent};
 
 /// What [`Frames`] speaks and the bounds it keeps; see the [module docs](self) for the table.
 #[derive(Debug, Clone)]

@@ -1,0 +1,572 @@
+//! [`Hypha`], the behaviour that runs the coordinator ([`Node`]) in a libp2p `Swarm`: frames
+//! and gossipsub in, the node's commands executed, its events out.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt as _;
+use futures_timer::Delay;
+use hypha_crdt::{CollectionId, DocId};
+use hypha_store::{Mutation, PeerKey, Store};
+use libp2p_core::multiaddr::Protocol as Segment;
+use libp2p_core::transport::PortUse;
+use libp2p_core::{ConnectedPoint, Endpoint, Multiaddr};
+use libp2p_gossipsub::{self as gossipsub, IdentTopic, MessageAcceptance, PublishError, TopicHash};
+use libp2p_identity::{Keypair, PeerId};
+use libp2p_swarm::behaviour::{ConnectionClosed, ConnectionEstablished, DialFailure};
+use libp2p_swarm::dial_opts::DialOpts;
+use libp2p_swarm::{
+    ConnectionDenied, ConnectionHandlerSelect, ConnectionId, DialError, FromSwarm,
+    NetworkBehaviour, StreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
+};
+
+use super::gossip;
+use super::persist::Persister;
+use super::{Config, Event as FramesEvent, Frames, SendError, StreamError};
+use crate::connectivity::{self, Connectivity, Path};
+use crate::node::{self, Command, FollowError, Node, Peer, PersistToken, Protocol, Verdict};
+
+/// Hypha in a `Swarm`: the coordinator, Hypha's stream protocols and gossipsub, persisting to
+/// the store off the event loop. See the [module docs](super) for what it does and its bounds.
+pub struct Hypha {
+    inner: Inner,
+    node: Node<PeerId>,
+    /// Before `store`: dropping it waits for the tickets already submitted.
+    persister: Persister,
+    store: Arc<Store>,
+    timer: Delay,
+    timer_at: Option<Instant>,
+    out: VecDeque<ToSwarm<HyphaEvent, THandlerInEvent<Inner>>>,
+    waker: Option<Waker>,
+}
+
+/// How [`Hypha`] is set up: the coordinator's [`node::Config`] and the bounds of the wrapper.
+#[derive(Debug, Clone)]
+pub struct HyphaConfig {
+    node: node::Config<PeerId>,
+    heartbeat: Option<Duration>,
+    max_transmit_bytes: usize,
+    max_queued_persists: usize,
+}
+
+/// What [`Hypha`] reports to the application.
+#[derive(Debug)]
+pub enum HyphaEvent {
+    /// A connectivity decision for the application: provider records and lookups (Kademlia),
+    /// relay reservations (the relay client), hole punches (DCUtR punches on its own and may
+    /// ignore them). Report the outcomes with [`Hypha::handle_connectivity`]. Dials never
+    /// appear here: the behaviour makes them.
+    Connect(connectivity::Command<PeerId>),
+    /// What the coordinator reports: changes, persist results, replication, misbehaviour.
+    Node(node::Event<PeerId>),
+    /// A frame for `peer` was not queued; the cores' timeouts send again what matters.
+    NotSent {
+        /// The peer.
+        peer: PeerId,
+        /// The stream protocol.
+        protocol: Protocol,
+        /// Why.
+        error: SendError,
+    },
+    /// Publishing on `topic` failed, other than for having no peers or being a duplicate
+    /// (both normal): the update reaches followers by their next update or by backfill.
+    PublishFailed {
+        /// The topic.
+        topic: String,
+        /// Why.
+        error: PublishError,
+    },
+    /// A stream with `peer` failed. Inbound, the peer broke the framing or a bound: what that
+    /// costs the peer is the application's call.
+    StreamFailed {
+        /// The peer.
+        peer: PeerId,
+        /// The stream protocol.
+        protocol: Protocol,
+        /// Why.
+        error: StreamError,
+    },
+    /// `peer` joined the pubsub `topic`.
+    Subscribed {
+        /// The peer.
+        peer: PeerId,
+        /// The topic.
+        topic: String,
+    },
+    /// `peer` left the pubsub `topic`.
+    Unsubscribed {
+        /// The peer.
+        peer: PeerId,
+        /// The topic.
+        topic: String,
+    },
+}
+
+impl Peer for PeerId {
+    fn to_key(&self) -> PeerKey {
+        PeerKey(self.to_bytes())
+    }
+
+    fn from_key(key: &PeerKey) -> Option<PeerId> {
+        PeerId::from_bytes(&key.0).ok()
+    }
+}
+
+impl HyphaConfig {
+    /// The wrapper's defaults around the coordinator's `node` configuration.
+    pub fn new(node: node::Config<PeerId>) -> HyphaConfig {
+        HyphaConfig {
+            node,
+            heartbeat: None,
+            max_transmit_bytes: gossip::DEFAULT_MAX_TRANSMIT_BYTES,
+            max_queued_persists: 1024,
+        }
+    }
+
+    /// Gossipsub's heartbeat interval, and its delay before the first heartbeat. Default:
+    /// gossipsub's (1 s, first after 6 s); tests shorten it. At least 1 ms.
+    pub fn with_heartbeat_interval(mut self, interval: Duration) -> HyphaConfig {
+        self.heartbeat = Some(interval.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// The largest gossipsub message, in bytes. Default 128 KiB: an update with a 32 KiB
+    /// inline block and up to 1,024 head CIDs (~38 KiB), plus gossipsub's signed envelope.
+    /// A larger `max_inline_bytes` in the node config needs a larger value.
+    pub fn with_max_transmit_bytes(mut self, n: usize) -> HyphaConfig {
+        self.max_transmit_bytes = n;
+        self
+    }
+
+    /// Persist tickets waiting for the waiter thread before submitting blocks the event loop
+    /// (back-pressure from a slow disk). Default 1,024; at least 1.
+    pub fn with_max_queued_persists(mut self, n: usize) -> HyphaConfig {
+        self.max_queued_persists = n.max(1);
+        self
+    }
+}
+
+impl From<node::Config<PeerId>> for HyphaConfig {
+    fn from(node: node::Config<PeerId>) -> HyphaConfig {
+        HyphaConfig::new(node)
+    }
+}
+
+impl Hypha {
+    /// The behaviour for the node with `keypair` (gossipsub signs with it), reading and
+    /// writing `store`; `seed` seeds the cores. Loads what the store remembers
+    /// ([`Node::start`]): topics are joined and wanted peers dialed at the first poll.
+    ///
+    /// # Errors
+    /// The persist waiter thread could not be started.
+    pub fn new(
+        config: impl Into<HyphaConfig>,
+        store: Arc<Store>,
+        keypair: &Keypair,
+        seed: u64,
+    ) -> io::Result<Hypha> {
+        let config = config.into();
+        // Frames names a protocol by its index in its config: list them in Protocol::ALL's
+        // order, so that the index is the same in both.
+        let names = Protocol::ALL.map(|p| StreamProtocol::new(p.name()));
+        let frames = Config::new(names.to_vec());
+        let inner = Inner {
+            frames: Frames::new(frames),
+            gossipsub: gossip::behaviour(keypair, config.heartbeat, config.max_transmit_bytes),
+        };
+        let mut node = Node::new(config.node, seed);
+        node.start(&store, now());
+        Ok(Hypha {
+            inner,
+            node,
+            store,
+            persister: Persister::start(config.max_queued_persists)?,
+            timer: Delay::new(Duration::ZERO),
+            timer_at: None,
+            out: VecDeque::new(),
+            waker: None,
+        })
+    }
+
+    /// Queues a local mutation (a write, schema, subscription, replicator…); its result comes
+    /// as [`node::Event::Persisted`] with the returned token. See [`Node::submit`].
+    pub fn submit(&mut self, mutation: Mutation) -> PersistToken {
+        let token = self.node.submit(mutation, now());
+        self.wake();
+        token
+    }
+
+    /// Follows the collections named `names` over pubsub. See [`Node::follow_collections`].
+    ///
+    /// # Errors
+    /// [`FollowError`]: a name is not a local collection, or the store could not be read.
+    pub fn follow_collections(&mut self, names: &[&str]) -> Result<Vec<PersistToken>, FollowError> {
+        let tokens = self.node.follow_collections(names, &self.store, now());
+        self.wake();
+        tokens
+    }
+
+    /// Follows single documents over pubsub. See [`Node::follow_documents`].
+    pub fn follow_documents(&mut self, docs: &[DocId]) -> Vec<PersistToken> {
+        let tokens = self.node.follow_documents(docs, now());
+        self.wake();
+        tokens
+    }
+
+    /// Marks `doc` used by a local read (a hot document). See [`Node::touch`].
+    pub fn touch(&mut self, doc: DocId, collection: CollectionId) {
+        self.node.touch(doc, collection, now());
+        self.wake();
+    }
+
+    /// Connectivity facts the application learns — providers found, relay reservations,
+    /// hole-punch outcomes, reachability — handed to the connectivity core.
+    pub fn handle_connectivity(&mut self, input: impl FnOnce(&mut Connectivity<PeerId>, Instant)) {
+        self.node.handle_connectivity(input, &self.store, now());
+        self.wake();
+    }
+
+    /// The coordinator: stats, follows, connectivity, [`Node::is_idle`].
+    pub fn node(&self) -> &Node<PeerId> {
+        &self.node
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// The gossipsub behaviour: meshes, subscribed peers, peer scores.
+    pub fn gossipsub(&self) -> &gossipsub::Behaviour {
+        &self.inner.gossipsub
+    }
+
+    /// Executes the node's commands and queues its events. Returns whether there were any.
+    fn run_node(&mut self) -> bool {
+        let mut progressed = false;
+        while let Some(command) = self.node.poll_command() {
+            progressed = true;
+            self.execute(command);
+        }
+        while let Some(event) = self.node.poll_event() {
+            progressed = true;
+            self.emit(HyphaEvent::Node(event));
+        }
+        progressed
+    }
+
+    fn execute(&mut self, command: Command<PeerId>) {
+        let gossipsub = &mut self.inner.gossipsub;
+        match command {
+            Command::Persist { token, mutation } => {
+                self.persister.submit(&self.store, token, mutation);
+            }
+            Command::Transmit {
+                peer,
+                protocol,
+                frame,
+            } => {
+                // invariant: Protocol::ALL lists every protocol.
+                let index = Protocol::ALL
+                    .iter()
+                    .position(|p| *p == protocol)
+                    .expect("listed");
+                if let Err(error) = self.inner.frames.send(peer, index, frame) {
+                    self.emit(HyphaEvent::NotSent {
+                        peer,
+                        protocol,
+                        error,
+                    });
+                }
+            }
+            Command::Publish { topic, data, .. } => {
+                match gossipsub.publish(TopicHash::from_raw(topic.clone()), data) {
+                    Ok(_)
+                    | Err(PublishError::Duplicate | PublishError::NoPeersSubscribedToTopic) => {}
+                    Err(error) => self.emit(HyphaEvent::PublishFailed { topic, error }),
+                }
+            }
+            Command::Subscribe { topic } => {
+                let topic = IdentTopic::new(topic);
+                // Neither can fail: there is no subscription filter, and scoring is on.
+                let _ = gossipsub.subscribe(&topic);
+                let _ = gossipsub.set_topic_params(topic, gossip::topic_score_params());
+            }
+            Command::Unsubscribe { topic } => {
+                gossipsub.unsubscribe(&IdentTopic::new(topic));
+            }
+            Command::Connect(connectivity::Command::Dial { peer, addresses }) => {
+                let addresses = addresses
+                    .into_iter()
+                    .filter_map(|a| Multiaddr::try_from(a).ok())
+                    .collect();
+                let opts = DialOpts::peer_id(peer).addresses(addresses).build();
+                self.out.push_back(ToSwarm::Dial { opts });
+            }
+            Command::Connect(command) => self.emit(HyphaEvent::Connect(command)),
+        }
+    }
+
+    fn on_inner_event(&mut self, event: InnerEvent) {
+        let now = now();
+        match event {
+            InnerEvent::Frames(FramesEvent::Received {
+                peer,
+                protocol,
+                frame,
+            }) => {
+                if let Some(&protocol) = Protocol::ALL.get(protocol) {
+                    self.node
+                        .handle_frame(peer, protocol, &frame, &self.store, now);
+                }
+            }
+            InnerEvent::Frames(FramesEvent::StreamFailed {
+                peer,
+                protocol,
+                error,
+            }) => {
+                if let Some(&protocol) = Protocol::ALL.get(protocol) {
+                    let failed = HyphaEvent::StreamFailed {
+                        peer,
+                        protocol,
+                        error,
+                    };
+                    self.emit(failed);
+                }
+            }
+            // The cores time out and send again what matters.
+            InnerEvent::Frames(FramesEvent::Dropped { .. }) => {}
+            InnerEvent::Gossipsub(gossipsub::Event::Message {
+                propagation_source: from,
+                message_id,
+                message,
+            }) => {
+                let topic = message.topic.as_str();
+                let verdict = self
+                    .node
+                    .handle_pubsub(from, topic, &message.data, &self.store, now);
+                let acceptance = match verdict {
+                    Verdict::Accept => MessageAcceptance::Accept,
+                    Verdict::Ignore => MessageAcceptance::Ignore,
+                    Verdict::Reject => MessageAcceptance::Reject,
+                };
+                self.inner.gossipsub.report_message_validation_result(
+                    &message_id,
+                    &from,
+                    acceptance,
+                );
+            }
+            InnerEvent::Gossipsub(gossipsub::Event::Subscribed { peer_id, topic, .. }) => {
+                let topic = topic.into_string();
+                self.emit(HyphaEvent::Subscribed {
+                    peer: peer_id,
+                    topic,
+                });
+            }
+            InnerEvent::Gossipsub(gossipsub::Event::Unsubscribed { peer_id, topic }) => {
+                let topic = topic.into_string();
+                self.emit(HyphaEvent::Unsubscribed {
+                    peer: peer_id,
+                    topic,
+                });
+            }
+            InnerEvent::Gossipsub(_) => {}
+        }
+    }
+
+    /// Fires the node's timer when due. Ready when it did something.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.node.poll_timeout() else {
+            return Poll::Pending;
+        };
+        let now = now();
+        if deadline <= now {
+            self.node.handle_timeout(&self.store, now);
+            return Poll::Ready(());
+        }
+        if self.timer_at != Some(deadline) {
+            self.timer.reset(deadline - now);
+            self.timer_at = Some(deadline);
+        }
+        // Polled after every reset, so the waker is registered. A timer that fires a hair
+        // early is re-armed for the rest on the next pass.
+        match self.timer.poll_unpin(cx) {
+            Poll::Ready(()) => {
+                self.timer_at = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn emit(&mut self, event: HyphaEvent) {
+        self.out.push_back(ToSwarm::GenerateEvent(event));
+    }
+
+    /// Wakes the swarm's task after an input from outside `poll`, so its commands run.
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+impl NetworkBehaviour for Hypha {
+    // `THandler<Inner>`, spelled out: `Inner` is private.
+    type ConnectionHandler =
+        ConnectionHandlerSelect<THandler<Frames>, THandler<gossipsub::Behaviour>>;
+    type ToSwarm = HyphaEvent;
+
+    fn handle_pending_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<(), ConnectionDenied> {
+        self.inner
+            .handle_pending_inbound_connection(id, local, remote)
+    }
+
+    fn handle_established_inbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        local: &Multiaddr,
+        remote: &Multiaddr,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner
+            .handle_established_inbound_connection(id, peer, local, remote)
+    }
+
+    fn handle_pending_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: Option<PeerId>,
+        addresses: &[Multiaddr],
+        role: Endpoint,
+    ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        self.inner
+            .handle_pending_outbound_connection(id, peer, addresses, role)
+    }
+
+    fn handle_established_outbound_connection(
+        &mut self,
+        id: ConnectionId,
+        peer: PeerId,
+        address: &Multiaddr,
+        role: Endpoint,
+        port_use: PortUse,
+    ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.inner
+            .handle_established_outbound_connection(id, peer, address, role, port_use)
+    }
+
+    fn on_swarm_event(&mut self, event: FromSwarm) {
+        self.inner.on_swarm_event(event);
+        let (store, now) = (&*self.store, now());
+        match event {
+            FromSwarm::ConnectionEstablished(ConnectionEstablished {
+                peer_id,
+                endpoint,
+                other_established: 0,
+                ..
+            }) => {
+                // Only a dialed address is worth remembering: an inbound connection's remote
+                // address is an ephemeral port.
+                let (addresses, circuit) = match endpoint {
+                    ConnectedPoint::Dialer { address, .. } => (vec![address.to_vec()], address),
+                    ConnectedPoint::Listener { local_addr, .. } => (Vec::new(), local_addr),
+                };
+                let path = relay_of(circuit).map_or(Path::Direct, |relay| Path::Relayed { relay });
+                let inbound = endpoint.is_listener();
+                self.node
+                    .handle_connected(peer_id, addresses, path, inbound, store, now);
+            }
+            FromSwarm::ConnectionClosed(ConnectionClosed {
+                peer_id,
+                remaining_established: 0,
+                ..
+            }) => self.node.handle_disconnected(peer_id, store, now),
+            // A dial refused for its condition (already connected or dialing) is not a failure:
+            // the other connection's outcome is reported.
+            FromSwarm::DialFailure(DialFailure {
+                peer_id: Some(peer),
+                error,
+                ..
+            }) if !matches!(error, DialError::DialPeerConditionFalse(_)) => {
+                self.node.handle_dial_failed(peer, store, now);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_connection_handler_event(
+        &mut self,
+        peer: PeerId,
+        id: ConnectionId,
+        event: THandlerOutEvent<Self>,
+    ) {
+        self.inner.on_connection_handler_event(peer, id, event);
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<HyphaEvent, THandlerInEvent<Self>>> {
+        loop {
+            if let Some(action) = self.out.pop_front() {
+                return Poll::Ready(action);
+            }
+            if self.run_node() {
+                continue;
+            }
+            if let Poll::Ready((token, result)) = self.persister.poll_result(cx) {
+                self.node
+                    .handle_persisted(token, result, &self.store, now());
+                continue;
+            }
+            match self.inner.poll(cx) {
+                Poll::Ready(ToSwarm::GenerateEvent(event)) => {
+                    self.on_inner_event(event);
+                    continue;
+                }
+                Poll::Ready(action) => {
+                    return Poll::Ready(action.map_out(|_| unreachable!("matched above")));
+                }
+                Poll::Pending => {}
+            }
+            if self.poll_timer(cx).is_ready() {
+                continue;
+            }
+            self.waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+    }
+}
+
+/// The behaviours Hypha drives, composed by the derive.
+#[derive(libp2p_swarm::NetworkBehaviour)]
+#[behaviour(prelude = "libp2p_swarm::derive_prelude")]
+struct Inner {
+    frames: Frames,
+    gossipsub: gossipsub::Behaviour,
+}
+
+/// The relay of a circuit address: the peer named just before `/p2p-circuit`. `None` for a
+/// direct address, and for a circuit that names no relay (then counted as direct).
+fn relay_of(address: &Multiaddr) -> Option<PeerId> {
+    let mut relay = None;
+    for segment in address {
+        match segment {
+            Segment::P2p(peer) => relay = Some(peer),
+            Segment::P2pCircuit => return relay,
+            _ => {}
+        }
+    }
+    None
+}
+
+#[allow(clippy::disallowed_methods)] // The behaviour's one clock read: the IO seam of the cores.
+fn now() -> Instant {
+    Instant::now()
+}
