@@ -3,10 +3,13 @@
 //! - `hs_index_update_us`: µs per change into the full index, half inserts of new documents
 //!   and half replaces of existing ones (a replace hashes two items to the curve);
 //!   `hs_index_insert_us` and `hs_index_replace_us` separately, and `hs_hash_to_curve_us`,
-//!   the cost of one item's ECMH point (SHA-512 + `from_uniform_bytes`), for scale.
+//!   the cost of one item's ECMH point (SHA-512 + `from_uniform_bytes`), for scale;
+//!   `hs_index_apply_us`, a replace applied with its root delta computed beforehand (what the
+//!   store does after a durable batch): the index's own cost without hash-to-curve.
 //! - `hs_index_bytes_per_doc`: `memory_bytes() / len()`, the index's own estimate, and
 //!   `hs_index_rss_bytes_per_doc`, the resident memory the index took when it was built,
-//!   read from `/proc/self/statm` (Linux; 0 elsewhere), as a check of the estimate.
+//!   read from `/proc/self/statm` (Linux; 0 elsewhere), as a check of the estimate;
+//!   `hs_btreemap_rss_bytes_per_doc`, the same for a plain `BTreeMap<DocId, ItemHash>`.
 //! - `hs_index_rebuild_ms_per_1m`: building the index from persisted items and root
 //!   ([`CollectionIndex::restore`]: chunks and sketches, no hash-to-curve), what opening a
 //!   store does, per 10⁶ documents; `hs_root_recompute_ms_per_1m`: recomputing the root
@@ -114,6 +117,19 @@ fn main() {
     );
     report.add("hs_index_insert_us", insert_s * 1e6 / inserts, "us");
     report.add("hs_index_replace_us", replace_s * 1e6 / replaces, "us");
+    // The same changes with their root deltas computed beforehand, as the store applies a
+    // durable batch: the index's own cost, without hash-to-curve.
+    let mut apply_s = 0.0;
+    for _ in 0..updates {
+        let doc = items[rng.below(items.len())].0;
+        let item = rng.item();
+        let mut delta = RootDelta::new();
+        delta.change(&doc, index.get(&doc).as_ref(), Some(&item));
+        let started = Instant::now();
+        index.apply([(doc, Some(item))], &delta);
+        apply_s += started.elapsed().as_secs_f64();
+    }
+    report.add("hs_index_apply_us", apply_s * 1e6 / updates as f64, "us");
     report.add(
         "hs_index_bytes_per_doc_after_updates",
         index.memory_bytes() as f64 / index.len() as f64,
@@ -154,6 +170,25 @@ fn main() {
         started.elapsed().as_secs_f64() * 1e6 / decodes as f64,
         "us",
     );
+
+    // For comparison: the plain `BTreeMap<DocId, ItemHash>` this index does not use, filled in
+    // random order as a collection grows.
+    let mut order: Vec<(DocId, ItemHash)> = index.iter().map(|(d, i)| (*d, *i)).collect();
+    for k in (1..order.len()).rev() {
+        order.swap(k, rng.below(k + 1));
+    }
+    let rss_before = rss_bytes();
+    let mut plain = std::collections::BTreeMap::new();
+    for (doc, item) in &order {
+        plain.insert(*doc, *item);
+    }
+    let rss_after = rss_bytes();
+    report.add(
+        "hs_btreemap_rss_bytes_per_doc",
+        rss_after.saturating_sub(rss_before) as f64 / plain.len() as f64,
+        "B",
+    );
+    drop(plain);
 
     // The roots must be what recomputing gives (sampled at the smoke scale only: it costs
     // another full hash-to-curve pass at 10⁶).

@@ -129,6 +129,13 @@ impl Backend {
                     committed: false,
                 };
                 let out = f(&mut w);
+                if out.is_ok()
+                    && m.fail_commit_after_writes
+                        .swap(false, std::sync::atomic::Ordering::SeqCst)
+                {
+                    // `w` rolls every write back when dropped uncommitted.
+                    return Err(StorageError::Injected.into());
+                }
                 w.committed = out.is_ok();
                 out
             }
@@ -271,7 +278,7 @@ pub(crate) fn redb_open(path: &Path) -> Result<redb::Database, redb::DatabaseErr
 
 // ---- memory ----
 
-type Maps = [BTreeMap<Vec<u8>, Vec<u8>>; 12];
+type Maps = [BTreeMap<Vec<u8>, Vec<u8>>; Table::ALL.len()];
 
 /// The tables as ordered maps behind one lock. Commits are "durable" the moment they return.
 #[derive(Default)]
@@ -279,6 +286,9 @@ pub(crate) struct Memory {
     tables: Mutex<Maps>,
     /// Test hook: the next write transaction fails with [`StorageError::Injected`].
     pub(crate) fail_next_commit: std::sync::atomic::AtomicBool,
+    /// Test hook: the next write transaction runs its whole batch, then fails to commit with
+    /// [`StorageError::Injected`] (as an fsync failure would) and rolls back.
+    pub(crate) fail_commit_after_writes: std::sync::atomic::AtomicBool,
 }
 
 impl Memory {

@@ -1,5 +1,6 @@
 //! Group commit: one thread drains a bounded queue and commits each batch with one fsync.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
@@ -7,6 +8,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, sync_channel};
 use crate::backend::Backend;
 use crate::error::CommitError;
 use crate::mutation::{self, Cache, Committed, Context, Failure, Mutation};
+use crate::sync;
 
 /// A mutation was queued; [`Ticket::wait`] blocks until it is durable (or failed).
 #[derive(Debug)]
@@ -73,6 +75,7 @@ pub(crate) fn run(
     queue: Receiver<Job>,
     max_batch: usize,
     counters: Arc<Counters>,
+    index: Arc<sync::Shared>,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut stale = false;
@@ -93,31 +96,48 @@ pub(crate) fn run(
                 }
             }
         }
-        stale = !commit_batch(&backend, &mut cx, &mut batch, &counters);
+        stale = !commit_batch(&backend, &mut cx, &mut batch, &counters, &index);
     }
 }
 
 /// Runs and commits one batch; answers every job. Returns false if the batch rolled back (the
 /// cache may then hold uncommitted changes and must be reloaded).
+///
+/// The in-memory sync index takes the batch's changes once the commit is durable and before
+/// any job is answered: a writer that waited for its ticket reads its own change there.
 fn commit_batch(
     backend: &Backend,
     cx: &mut Context,
     batch: &mut Vec<Job>,
     counters: &Counters,
+    index: &sync::Shared,
 ) -> bool {
     let mut results: Vec<Result<Committed, CommitError>> = Vec::with_capacity(batch.len());
-    let outcome = backend.write(|tx| {
-        for job in batch.iter() {
-            match mutation::run(tx, cx, &job.mutation) {
-                Ok(c) => results.push(Ok(c)),
-                Err(Failure::Refused(e)) => results.push(Err(e)),
-                Err(Failure::Abort(e)) => return Err(e),
-            }
+    let outcome = std::thread::scope(|scope| {
+        let ahead = cx.sync.start(scope, batch.len());
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            backend.write(|tx| {
+                for job in batch.iter() {
+                    match mutation::run(tx, cx, &job.mutation) {
+                        Ok(c) => results.push(Ok(c)),
+                        Err(Failure::Refused(e)) => results.push(Err(e)),
+                        Err(Failure::Abort(e)) => return Err(e),
+                    }
+                }
+                sync::finish(tx, &mut cx.sync, ahead)
+            })
+        }));
+        // The threads computing points ahead end when their channels close, and the scope
+        // waits for them: close the channels whatever happened, a panic included.
+        cx.sync.stop_ahead();
+        match run {
+            Ok(outcome) => outcome,
+            Err(panic) => std::panic::resume_unwind(panic),
         }
-        Ok(())
     });
     match outcome {
-        Ok(()) => {
+        Ok(prepared) => {
+            index.apply(prepared);
             let commit = counters.commits.fetch_add(1, Ordering::SeqCst) + 1;
             for (job, result) in batch.drain(..).zip(results) {
                 match &result {
@@ -131,6 +151,7 @@ fn commit_batch(
             true
         }
         Err(e) => {
+            cx.sync.reset();
             fail_all(batch, &CommitError::Storage(e), counters);
             false
         }

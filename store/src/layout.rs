@@ -1,5 +1,6 @@
 //! Tables and the byte layouts of their keys and values (documented in the crate docs).
 
+use hypha_crdt::sync_index::{ItemHash, Root};
 use hypha_crdt::{AppliedMeta, Cid, CollectionId, DocId};
 
 use crate::error::StorageError;
@@ -20,10 +21,12 @@ pub(crate) enum Table {
     OutboxMeta,
     Peers,
     Meta,
+    SyncItems,
+    SyncRoots,
 }
 
 impl Table {
-    pub(crate) const ALL: [Table; 12] = [
+    pub(crate) const ALL: [Table; 14] = [
         Table::Blocks,
         Table::Pending,
         Table::Waiting,
@@ -36,6 +39,8 @@ impl Table {
         Table::OutboxMeta,
         Table::Peers,
         Table::Meta,
+        Table::SyncItems,
+        Table::SyncRoots,
     ];
 
     pub(crate) fn index(self) -> usize {
@@ -57,6 +62,8 @@ impl Table {
             Table::OutboxMeta => "outbox_meta",
             Table::Peers => "peers",
             Table::Meta => "meta",
+            Table::SyncItems => "sync_items",
+            Table::SyncRoots => "sync_roots",
         }
     }
 
@@ -65,8 +72,11 @@ impl Table {
     }
 }
 
-/// The on-disk format version this build reads and writes.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// The on-disk format version this build reads and writes. Version 2 added the sync index
+/// (`sync_items`, `sync_roots`); a version-1 file is migrated at open.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The version before the sync index, migrated at open.
+pub(crate) const FORMAT_VERSION_V1: u32 = 1;
 /// Meta key of the format version (u32 big-endian).
 pub(crate) const META_FORMAT: &[u8] = b"format_version";
 /// Meta key of the author's next nonce sequence number (u64 big-endian).
@@ -158,6 +168,35 @@ pub(crate) fn collection_doc_key(collection: CollectionId, doc: DocId) -> Vec<u8
     let mut key = collection.0.to_bytes();
     key.extend_from_slice(&doc.to_bytes());
     key
+}
+
+// ---- sync_items: collection id (raw CID, 36 bytes) ‖ doc_id[16] → item hash[32] ----
+// ---- sync_roots: collection id (raw CID, 36 bytes) → root digest[32] ‖ count u64 BE ----
+
+pub(crate) fn sync_item_key(collection: CollectionId, doc: DocId) -> Vec<u8> {
+    collection_doc_key(collection, doc)
+}
+
+/// Splits a `sync_items` key into collection and docID.
+pub(crate) fn decode_sync_item_key(key: &[u8]) -> Result<(CollectionId, DocId), StorageError> {
+    let t = Table::SyncItems;
+    let at = key
+        .len()
+        .checked_sub(DOC_ID_LEN)
+        .ok_or_else(|| t.corrupted())?;
+    Ok((
+        CollectionId(cid_from(&key[..at], t)?),
+        doc_from(&key[at..], t)?,
+    ))
+}
+
+pub(crate) fn decode_item(value: &[u8]) -> Result<ItemHash, StorageError> {
+    let bytes: [u8; 32] = value.try_into().map_err(|_| Table::SyncItems.corrupted())?;
+    Ok(ItemHash(bytes))
+}
+
+pub(crate) fn decode_root(value: &[u8]) -> Result<Root, StorageError> {
+    Root::from_bytes(value).map_err(|_| Table::SyncRoots.corrupted())
 }
 
 // ---- schema: collection name (UTF-8) → namespace len u16 BE ‖ namespace ‖ SDL ----

@@ -16,6 +16,7 @@ use crate::meta::{
     MAX_ADDRESS_LEN, MAX_ADDRESSES, MAX_PEER_KEY_LEN, MAX_REPLICATOR_SCOPE, PeerKey, PeerRecord,
     Replicator, Subscription,
 };
+use crate::sync;
 
 /// The most replicators a node may have.
 pub const MAX_REPLICATORS: usize = 1024;
@@ -186,6 +187,8 @@ pub(crate) struct Context {
     pub(crate) namespace: String,
     pub(crate) limits: Limits,
     pub(crate) max_outbox: u64,
+    /// The sync-index work of the batch being run.
+    pub(crate) sync: sync::Batch,
 }
 
 /// Runs one mutation in `tx`. On [`Failure::Refused`] nothing was written.
@@ -314,11 +317,16 @@ fn local(
     Ok(Committed::Local { block, outcome })
 }
 
-fn merge(tx: &mut dyn WriteTx, cx: &Context, block: &VerifiedBlock) -> Result<Outcome, Failure> {
+fn merge(
+    tx: &mut dyn WriteTx,
+    cx: &mut Context,
+    block: &VerifiedBlock,
+) -> Result<Outcome, Failure> {
     let mut dag = Dag {
         tx,
         replicators: &cx.cache.replicators,
         max_outbox: cx.max_outbox,
+        sync: &mut cx.sync,
     };
     ingest(&mut dag, block, &cx.limits).map_err(|e| match e {
         IngestError::Rejected(r) => Failure::Refused(CommitError::Rejected(r)),
@@ -501,13 +509,15 @@ pub(crate) fn read_state(
     }
 }
 
-/// The merge's view of a write transaction. `put_applied` also feeds the outboxes, so every
-/// block the merge applies — the ingested one and every pending block it releases — adds its
-/// outbox entries in the same transaction.
+/// The merge's view of a write transaction. `put_applied` also feeds the outboxes and the
+/// sync index, so every block the merge applies — the ingested one and every pending block it
+/// releases — adds its outbox entries and its document's new sync item in the same
+/// transaction.
 struct Dag<'a> {
     tx: &'a mut dyn WriteTx,
     replicators: &'a BTreeMap<PeerKey, Replicator>,
     max_outbox: u64,
+    sync: &'a mut sync::Batch,
 }
 
 impl Dag<'_> {
@@ -582,6 +592,9 @@ impl DagStore for Dag<'_> {
         self.tx.put(Table::Blocks, &cid.to_bytes(), &value)?;
         let encoded = state.to_bytes().map_err(|_| Table::States.corrupted())?;
         self.tx.put(Table::States, &doc.to_bytes(), &encoded)?;
+        // Applying a block always changes the heads (the block becomes one), deleted or not:
+        // deleted documents keep their items, their heads still have to be synced.
+        sync::record(self.tx, self.sync, state.collection, doc, &state.heads)?;
         // Only a genesis block (the document's first, since ancestors apply first) or a delete
         // can change the index entry; other blocks neither read nor write it, which keeps the
         // pages a batch dirties (and so the bytes each commit writes) few.

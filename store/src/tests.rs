@@ -1,5 +1,6 @@
 //! Unit tests over both backends, and the ones that reach into the memory backend.
 
+use hypha_crdt::sync_index::{CollectionIndex, ItemHash, Root};
 use hypha_crdt::{Author, DocId, Replica, parse_sdl};
 use serde_json::json;
 
@@ -508,4 +509,243 @@ fn try_submit_reports_busy_when_queue_is_full() {
         t.wait().unwrap();
     }
     assert!(busy);
+}
+
+/// The item every document's heads give, per collection, read from the states.
+fn items_from_states(store: &Store) -> Vec<(DocId, ItemHash)> {
+    let c = books(store);
+    let mut out: Vec<(DocId, ItemHash)> = store
+        .documents(c, true, None, usize::MAX)
+        .unwrap()
+        .into_iter()
+        .map(|d| {
+            (
+                d,
+                ItemHash::of(&d, &store.state(&d).unwrap().unwrap().heads),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn assert_sync_index_current(store: &Store) {
+    let c = books(store);
+    let expected = items_from_states(store);
+    assert_eq!(store.sync_items(&c, None, usize::MAX), expected);
+    let rebuilt = CollectionIndex::from_items(expected.iter().copied());
+    assert_eq!(store.sync_root(&c), rebuilt.root());
+    assert_eq!(store.sync_sketch(&c, 0).as_ref(), rebuilt.sketch(0));
+    assert_eq!(store.verify_sync_index().unwrap(), expected.len() as u64);
+}
+
+#[test]
+fn sync_index_follows_every_heads_change() {
+    let schema = parse_sdl("hypha", SDL).unwrap();
+    let mut remote = Replica::new(schema, Author::unsigned([2; 32]));
+    let (rdoc, genesis) = remote.create("Books", &json!({"name": "Remote"})).unwrap();
+    let u1 = remote.update(rdoc, &json!({"likes": 1})).unwrap();
+    let u2 = remote.update(rdoc, &json!({"likes": 1})).unwrap();
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        let c = books(&store);
+        assert_eq!(store.sync_root(&c), Root::EMPTY);
+        assert!(store.sync_collections().is_empty());
+        assert_eq!(store.sync_sketch(&c, 0), None);
+        let (doc, genesis_local) = create(&store, "Dune");
+        assert_eq!(
+            store.sync_item(&c, &doc),
+            Some(ItemHash::of(&doc, &[genesis_local.cid()]))
+        );
+        assert_eq!(store.sync_collections(), vec![c]);
+        assert_eq!(store.sync_root(&c).count, 1);
+        assert_sync_index_current(&store);
+        let before = store.sync_root(&c);
+        store
+            .commit(Mutation::Update {
+                doc_id: doc,
+                patch: json!({"likes": 2}),
+            })
+            .unwrap();
+        assert_ne!(store.sync_root(&c), before);
+        assert_eq!(store.sync_root(&c).count, 1);
+        assert_sync_index_current(&store);
+        // Deleted documents keep their items: their heads still have to be synced.
+        store.commit(Mutation::Delete { doc_id: doc }).unwrap();
+        assert!(store.sync_item(&c, &doc).is_some());
+        assert_sync_index_current(&store);
+        // Received blocks: pending ones change nothing, the release applies them all.
+        for b in [&u2, &u1] {
+            store.commit(Mutation::Ingest { block: b.clone() }).unwrap();
+        }
+        assert_eq!(store.sync_item(&c, &rdoc), None);
+        assert_eq!(store.sync_root(&c).count, 1);
+        store
+            .commit(Mutation::Ingest {
+                block: genesis.clone(),
+            })
+            .unwrap();
+        assert_eq!(
+            store.sync_item(&c, &rdoc),
+            Some(ItemHash::of(&rdoc, &remote.state(rdoc).unwrap().heads))
+        );
+        assert_eq!(store.sync_root(&c).count, 2);
+        assert_sync_index_current(&store);
+        let page = store.sync_items(&c, None, 1);
+        assert_eq!(page.len(), 1);
+        assert_eq!(store.sync_items(&c, Some(page[0].0), 10).len(), 1);
+        assert!(store.sync_index_bytes() > 0);
+    }
+}
+
+#[test]
+fn sync_index_takes_many_changes_in_one_batch() {
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        // Enough documents changed in one batch to spread the root work over threads, some
+        // changed several times in the batch.
+        let docs: Vec<DocId> = (0..80)
+            .map(|i| create(&store, &format!("b{i}")).0)
+            .collect();
+        let tickets: Vec<_> = docs
+            .iter()
+            .chain(&docs[..20])
+            .map(|d| {
+                store.submit(Mutation::Update {
+                    doc_id: *d,
+                    patch: json!({"likes": 1}),
+                })
+            })
+            .chain((0..100).map(|i| {
+                store.submit(Mutation::Create {
+                    collection: "Books".into(),
+                    document: json!({"name": format!("n{i}")}),
+                })
+            }))
+            .collect();
+        for t in tickets {
+            t.wait().unwrap();
+        }
+        assert_eq!(store.sync_root(&books(&store)).count, 180);
+        assert_sync_index_current(&store);
+    }
+}
+
+#[test]
+fn failed_commit_leaves_the_sync_index_as_it_was() {
+    let store = Store::memory(config()).unwrap();
+    with_schema(&store);
+    let (doc, _) = create(&store, "Dune");
+    let c = books(&store);
+    let (root, items) = (store.sync_root(&c), store.sync_items(&c, None, 10));
+    store
+        .memory_backend()
+        .fail_commit_after_writes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The batch runs (items and root written in the transaction), then its commit fails.
+    let r = store.commit(Mutation::Update {
+        doc_id: doc,
+        patch: json!({"likes": 1}),
+    });
+    assert!(matches!(
+        r,
+        Err(CommitError::Storage(StorageError::Injected))
+    ));
+    assert_eq!(store.sync_root(&c), root);
+    assert_eq!(store.sync_items(&c, None, 10), items);
+    assert_sync_index_current(&store);
+    // The next batch starts clean.
+    store
+        .commit(Mutation::Update {
+            doc_id: doc,
+            patch: json!({"likes": 1}),
+        })
+        .unwrap();
+    assert_ne!(store.sync_root(&c), root);
+    assert_sync_index_current(&store);
+}
+
+#[test]
+fn root_deltas_spread_over_threads_add_up() {
+    let c = hypha_crdt::CollectionId::derive("hypha", "Books");
+    let other = hypha_crdt::CollectionId::derive("hypha", "Other");
+    let pairs: Vec<_> = (0..300u16)
+        .map(|i| {
+            let b = i.to_be_bytes();
+            let doc = DocId::from_bytes([b[0], b[1], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+            let before = (i % 2 == 0).then_some(ItemHash([b[1]; 32]));
+            (
+                if i % 5 == 0 { other } else { c },
+                doc,
+                before,
+                ItemHash([7; 32]),
+            )
+        })
+        .collect();
+    let all = crate::sync::deltas(
+        &pairs,
+        &mut crate::sync::Points::default(),
+        Default::default(),
+    );
+    let one_by_one = crate::sync::deltas(
+        &pairs[..10],
+        &mut crate::sync::Points::default(),
+        Default::default(),
+    );
+    let mut sequential = std::collections::BTreeMap::new();
+    for (c, d, before, latest) in &pairs {
+        sequential
+            .entry(*c)
+            .or_insert_with(hypha_crdt::sync_index::RootDelta::new)
+            .change(d, before.as_ref(), Some(latest));
+    }
+    assert_eq!(all, sequential);
+    assert_eq!(one_by_one.len(), 2);
+    // A second batch replacing the items the first one wrote takes their points from the
+    // cache; the deltas are the same as computed afresh.
+    let mut points = crate::sync::Points::default();
+    crate::sync::deltas(&pairs, &mut points, Default::default());
+    let next: Vec<_> = pairs
+        .iter()
+        .map(|(c, d, _, latest)| (*c, *d, Some(*latest), ItemHash([9; 32])))
+        .collect();
+    assert_eq!(
+        crate::sync::deltas(&next, &mut points, Default::default()),
+        crate::sync::deltas(
+            &next,
+            &mut crate::sync::Points::default(),
+            Default::default()
+        )
+    );
+}
+
+#[test]
+fn sync_index_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = Store::open(&path, config()).unwrap();
+    with_schema(&store);
+    for i in 0..50 {
+        let (doc, _) = create(&store, &format!("b{i}"));
+        if i % 3 == 0 {
+            store
+                .commit(Mutation::Update {
+                    doc_id: doc,
+                    patch: json!({"likes": 1}),
+                })
+                .unwrap();
+        }
+    }
+    let c = books(&store);
+    let (root, items, sketch) = (
+        store.sync_root(&c),
+        store.sync_items(&c, None, usize::MAX),
+        store.sync_sketch(&c, 0),
+    );
+    store.close();
+    let store = Store::open(&path, config()).unwrap();
+    assert_eq!(store.sync_root(&c), root);
+    assert_eq!(store.sync_items(&c, None, usize::MAX), items);
+    assert_eq!(store.sync_sketch(&c, 0), sketch);
+    assert_sync_index_current(&store);
 }

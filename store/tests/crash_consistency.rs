@@ -1,7 +1,8 @@
 //! Crash consistency: a child process commits mutations and prints each one once durable; the
 //! test kills it with SIGKILL at random moments, reopens the store, and checks that every
-//! printed mutation is present with its block, state, heads, index entry and outbox entry
-//! consistent with each other, and that every stored block re-hashes to its CID.
+//! printed mutation is present with its block, state, heads, index entry, outbox entry and
+//! sync item consistent with each other, that every stored block re-hashes to its CID, and
+//! that the persisted sync roots are what the persisted sync items hash to.
 //!
 //! The child is this test binary re-executed with `HYPHA_CRASH_CHILD=<path>`. Rounds:
 //! `HYPHA_CRASH_ROUNDS` (default 50); seed: `HYPHA_CRASH_SEED` (printed first).
@@ -13,6 +14,7 @@ use std::process::{Command, Stdio};
 use std::str::FromStr as _;
 use std::sync::Arc;
 
+use hypha_crdt::sync_index::ItemHash;
 use hypha_crdt::{Author, Cid, DocId, Limits, MemoryDag, ingest};
 use hypha_store::{Committed, Config, Mutation, PeerKey, Replicator, Store};
 use serde_json::json;
@@ -170,10 +172,24 @@ fn check(path: &Path, lines: &[(DocId, Cid)], round: u64) {
             outbox.catch_up || owed.contains(doc),
             "round {round}: {doc} missing from the outbox"
         );
+        assert_eq!(
+            store.sync_item(&books, doc),
+            Some(ItemHash::of(doc, &state.heads)),
+            "round {round}: sync item of {doc}"
+        );
     }
     let stats = store.stats().unwrap();
     assert_eq!(stats.pending, 0);
     assert_eq!(store.verify_blocks().unwrap(), stats.blocks);
+    // Every document's persisted sync item is its heads' hash, the persisted root is what the
+    // persisted items hash to, and the index rebuilt at open holds exactly those.
+    assert_eq!(
+        store
+            .verify_sync_index()
+            .unwrap_or_else(|e| panic!("round {round}: sync index: {e:#?}")),
+        stats.documents
+    );
+    assert_eq!(store.sync_root(&books).count, stats.documents);
 }
 
 /// The child: commits creates, updates and counter increments from several threads until it

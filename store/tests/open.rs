@@ -5,7 +5,7 @@ use hypha_store::{
     Committed, Config, Mutation, OpenError, PeerKey, PeerRecord, ReadError, Replicator, Store,
     Subscription,
 };
-use redb::ReadableTable as _;
+use redb::{ReadableDatabase as _, ReadableTable as _};
 use serde_json::json;
 
 const SDL: &str = "type Books { name: String likes: Int @crdt(type: pncounter) }";
@@ -124,13 +124,74 @@ fn other_format_version_is_refused() {
             err,
             OpenError::FormatVersion {
                 found: 99,
-                expected: 1,
+                expected: 2,
                 ..
             }
         ),
         "{err:?}"
     );
     assert!(err.to_string().contains("format version 99"));
+}
+
+#[test]
+fn version_1_file_is_migrated_with_its_sync_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let (books, root, items) = {
+        let store = Store::open(&path, config()).unwrap();
+        store
+            .commit(Mutation::AddSchema { sdl: SDL.into() })
+            .unwrap();
+        for i in 0..20 {
+            let r = store
+                .commit(Mutation::Create {
+                    collection: "Books".into(),
+                    document: json!({"name": format!("b{i}")}),
+                })
+                .unwrap();
+            let Committed::Local { block, .. } = r.committed else {
+                panic!()
+            };
+            if i % 4 == 0 {
+                store
+                    .commit(Mutation::Delete {
+                        doc_id: block.doc_id(),
+                    })
+                    .unwrap();
+            }
+        }
+        let books = store.collection("Books").unwrap().unwrap().id();
+        let out = (
+            books,
+            store.sync_root(&books),
+            store.sync_items(&books, None, usize::MAX),
+        );
+        store.close();
+        out
+    };
+    // Make it the file version 1 wrote: no sync tables, format version 1.
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        assert!(txn.delete_table(Raw::new("sync_items")).unwrap());
+        assert!(txn.delete_table(Raw::new("sync_roots")).unwrap());
+        txn.open_table(Raw::new("meta"))
+            .unwrap()
+            .insert(&b"format_version"[..], &1u32.to_be_bytes()[..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path, config()).unwrap();
+    assert_eq!(store.sync_root(&books), root);
+    assert_eq!(store.sync_items(&books, None, usize::MAX), items);
+    assert_eq!(store.verify_sync_index().unwrap(), 20);
+    store.close();
+    // Migrated once: the file is version 2 now.
+    let db = redb::Database::create(&path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(Raw::new("meta")).unwrap();
+    let version = meta.get(&b"format_version"[..]).unwrap().unwrap();
+    assert_eq!(version.value(), &2u32.to_be_bytes()[..]);
 }
 
 #[test]
