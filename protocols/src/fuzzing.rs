@@ -2,7 +2,8 @@
 //! replay committed inputs too. Enabled by the `fuzzing` feature.
 
 use crate::generated::hypha::{
-    backfill::v1 as backfill, pubsub::v1 as pubsub, replicator::v1 as replicator,
+    backfill::v1 as backfill, head_sync::v1 as head_sync, pubsub::v1 as pubsub,
+    replicator::v1 as replicator,
 };
 use crate::wire::{FrameReader, WireMessage, decode_message, encode_frame};
 
@@ -26,6 +27,7 @@ pub fn decode_frames(data: &[u8]) {
             check::<replicator::Frame>(&frame);
             check::<backfill::Frame>(&frame);
             check::<pubsub::Update>(&frame);
+            check::<head_sync::Frame>(&frame);
         }
     }
 }

@@ -26,13 +26,15 @@
 //! bash protocols/proto/generate.sh
 //! ```
 //!
-//! Stream protocols are versioned by name: [`BACKFILL_PROTOCOL`], [`REPLICATOR_PROTOCOL`].
+//! Stream protocols are versioned by name: [`BACKFILL_PROTOCOL`], [`REPLICATOR_PROTOCOL`],
+//! [`HEAD_SYNC_PROTOCOL`].
 //! A change to a message that an older peer would misread gets a new version.
 
 use hypha_crdt::block::MAX_BLOCK_BYTES;
 use quick_protobuf::{BytesReader, MessageRead, MessageWrite, Writer};
 
 use crate::generated::hypha::backfill::v1 as backfill;
+use crate::generated::hypha::head_sync::v1 as head_sync;
 use crate::generated::hypha::pubsub::v1 as pubsub;
 use crate::generated::hypha::replicator::v1 as replicator;
 
@@ -40,6 +42,8 @@ use crate::generated::hypha::replicator::v1 as replicator;
 pub const BACKFILL_PROTOCOL: &str = "/hypha/backfill/1.0.0";
 /// The stream protocol of active replication (push and ack).
 pub const REPLICATOR_PROTOCOL: &str = "/hypha/replicator/1.0.0";
+/// The stream protocol of head exchange.
+pub const HEAD_SYNC_PROTOCOL: &str = "/hypha/head-sync/1.0.0";
 
 /// The default largest frame: one block of [`MAX_BLOCK_BYTES`] plus 64 KiB of envelope.
 pub const DEFAULT_MAX_FRAME_BYTES: usize = MAX_BLOCK_BYTES + 64 * 1024;
@@ -103,18 +107,37 @@ pub fn encode_frame<M: MessageWrite>(
     Ok(out)
 }
 
+/// Which fields of a message hold nested messages, and what those hold in turn: the shape
+/// [`decode_message`] checks before quick-protobuf reads anything.
+#[derive(Debug)]
+pub struct Nested(pub &'static [(u32, &'static Nested)]);
+
+/// A message with no nested messages.
+pub const LEAF: Nested = Nested(&[]);
+
 /// A protobuf message Hypha sends in a frame.
 pub trait WireMessage: for<'a> MessageRead<'a> + MessageWrite {
-    /// The field numbers that hold nested messages (one level deep is all Hypha uses).
-    const NESTED: &'static [u32] = &[];
+    /// The fields that hold nested messages, recursively.
+    const NESTED: Nested = LEAF;
 }
 
 impl WireMessage for backfill::Frame {
-    const NESTED: &'static [u32] = &[1, 2];
+    const NESTED: Nested = Nested(&[(1, &LEAF), (2, &LEAF)]);
+}
+impl WireMessage for head_sync::Frame {
+    const NESTED: Nested = Nested(&[
+        (1, &Nested(&[(3, &LEAF)])),
+        (2, &Nested(&[(2, &LEAF)])),
+        (3, &LEAF),
+        (4, &LEAF),
+        (5, &Nested(&[(2, &LEAF)])),
+        (6, &LEAF),
+        (7, &LEAF),
+    ]);
 }
 impl WireMessage for pubsub::Update {}
 impl WireMessage for replicator::Frame {
-    const NESTED: &'static [u32] = &[1, 2];
+    const NESTED: Nested = Nested(&[(1, &LEAF), (2, &LEAF)]);
 }
 
 /// Decodes the protobuf bytes of one frame (without its length prefix).
@@ -127,14 +150,14 @@ impl WireMessage for replicator::Frame {
 /// # Errors
 /// [`DecodeError`] for bytes that are not a valid `M`. Never panics, whatever the bytes.
 pub fn decode_message<M: WireMessage>(bytes: &[u8]) -> Result<M, DecodeError> {
-    check_wire(bytes, M::NESTED)?;
+    check_wire(bytes, &M::NESTED)?;
     let mut reader = BytesReader::from_bytes(bytes);
     M::from_reader(&mut reader, bytes).map_err(|e| DecodeError(e.to_string()))
 }
 
-/// Checks that `bytes` is a well-formed protobuf message, and so are the fields numbered in
-/// `nested` (with nothing nested further).
-fn check_wire(bytes: &[u8], nested: &[u32]) -> Result<(), DecodeError> {
+/// Checks that `bytes` is a well-formed protobuf message, and so are the fields `nested`
+/// names, recursively (the shape is static, so the recursion is bounded by it).
+fn check_wire(bytes: &[u8], nested: &Nested) -> Result<(), DecodeError> {
     let err = |what: &str| DecodeError(what.to_owned());
     let mut at = 0;
     while at < bytes.len() {
@@ -152,8 +175,10 @@ fn check_wire(bytes: &[u8], nested: &[u32]) -> Result<(), DecodeError> {
                 let end = at
                     .checked_add(len)
                     .ok_or_else(|| err("length out of range"))?;
-                if end <= bytes.len() && nested.contains(&field) {
-                    check_wire(&bytes[at..end], &[])?;
+                if end <= bytes.len()
+                    && let Some((_, inner)) = nested.0.iter().find(|(f, _)| *f == field)
+                {
+                    check_wire(&bytes[at..end], inner)?;
                 }
                 end
             }
