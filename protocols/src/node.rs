@@ -15,7 +15,7 @@
 //! # Drive loop
 //!
 //! ```no_run
-//! # use std::time::Instant;
+//! # use std::time::{Duration, Instant};
 //! # use hypha_protocols::node::{Command, Config, Node};
 //! # fn example(store: &hypha_store::Store) {
 //! let mut node = Node::<u16>::new(Config::new("hypha"), 7);
@@ -60,17 +60,34 @@
 //!                             history missing: backfill from the source; every head applied
 //!                             and durable: ack DURABLE
 //! replicator Acked ─────────▶ persist AckOutbox (kept if the heads moved on meanwhile)
+//! head_sync Differs/Offered ─▶ backfill the heads not held from that peer
 //! ```
+//!
+//! # Head exchange: when it runs
+//!
+//! - **On connect**: the node pulls what it follows (its collections, documents and hot
+//!   documents) from the new peer, and catches the peer up if it is a replicator target.
+//! - **On subscription**: following a collection pulls its existing documents from every
+//!   connected peer; following a document pulls that document.
+//! - **On demand**: [`Node::sync_collections`] and [`Node::sync_documents`] fetch once without
+//!   following.
+//! - **A cold document becoming hot** is pulled again from the connected peers.
+//! - **Anti-entropy**: every `anti_entropy` interval (default 60 s) the same with every
+//!   connected peer; equal roots settle it in one round trip of under 64 bytes each way.
+//!
+//! What a session finds differing is fetched by backfill from that peer. A node never pulls a
+//! document it neither follows nor asked for; what a replicator source offers is taken on the
+//! same terms as its pushes (known collection, allow list).
 //!
 //! # Catching a replicator up
 //!
 //! A new replicator (or one whose outbox overflowed) carries the store's catch-up marker. The
 //! coordinator clears it when the catch-up starts (so later commits add outbox entries again)
-//! and pushes the current heads of every document in the replicator's scope, a page at a time.
-//! Because that progress is not persisted, a replicator is also caught up the first time it
-//! connects after the node starts. Head exchange replaces these pushes with one
-//! reconciliation that costs one small message when nothing differs.
-//!
+//! and runs head exchange one way — a push session over the replicator's collections and
+//! documents — instead of pushing every document. The same push session runs when the
+//! target (re)connects and every anti-entropy round, so a catch-up cut short by a crash of
+//! either side, or refused because the target lacked the schema, completes later by itself.
+
 //! # Bounds and defaults ([`Config`])
 //!
 //! | bound | default | why |
@@ -85,7 +102,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hypha_crdt::{Cid, CollectionId, DocId, Outcome, Rejection, VerifiedBlock};
 use hypha_store::{
@@ -94,6 +111,7 @@ use hypha_store::{
 
 use crate::backfill::{self, Backfill, RequestId};
 use crate::connectivity::{self, Address, Connectivity, Path, Reason};
+use crate::head_sync::{self, HeadSync};
 use crate::pubsub::{self, Follows, TopicChange, Update};
 use crate::replicator::{self, InboundId, Replicator};
 
@@ -130,17 +148,20 @@ pub enum Protocol {
     Backfill,
     /// [`crate::wire::REPLICATOR_PROTOCOL`].
     Replicator,
+    /// [`crate::wire::HEAD_SYNC_PROTOCOL`].
+    HeadSync,
 }
 
 impl Protocol {
     /// Every protocol, in a fixed order (an index into it is a protocol's number).
-    pub const ALL: [Protocol; 2] = [Protocol::Backfill, Protocol::Replicator];
+    pub const ALL: [Protocol; 3] = [Protocol::Backfill, Protocol::Replicator, Protocol::HeadSync];
 
     /// The versioned stream protocol name.
     pub fn name(self) -> &'static str {
         match self {
             Protocol::Backfill => crate::wire::BACKFILL_PROTOCOL,
             Protocol::Replicator => crate::wire::REPLICATOR_PROTOCOL,
+            Protocol::HeadSync => crate::wire::HEAD_SYNC_PROTOCOL,
         }
     }
 }
@@ -178,7 +199,9 @@ pub struct Config<P> {
     max_inline_bytes: usize,
     max_persists: usize,
     outbox_batch: usize,
+    anti_entropy: Duration,
     peers: Vec<(P, Vec<Address>)>,
+    head_sync: head_sync::Config,
     backfill: backfill::Config,
     replicator: replicator::Config<P>,
     connectivity: connectivity::Config,
@@ -197,7 +220,9 @@ impl<P: Ord> Config<P> {
             max_inline_bytes: pubsub::DEFAULT_MAX_INLINE_BYTES,
             max_persists: 65_536,
             outbox_batch: 64,
+            anti_entropy: Duration::from_secs(60),
             peers: Vec::new(),
+            head_sync: head_sync::Config::default(),
             backfill: backfill::Config::default(),
             replicator: replicator::Config::default(),
             connectivity: connectivity::Config::default(),
@@ -227,6 +252,20 @@ impl<P: Ord> Config<P> {
     /// Persists awaiting their result. Default: 65,536.
     pub fn with_max_persists(mut self, n: usize) -> Config<P> {
         self.max_persists = n.max(1);
+        self
+    }
+
+    /// How often head exchange runs with every connected peer as anti-entropy: pulls of what
+    /// the node follows, pushes to replicator targets. Cheap when nothing differs (equal roots
+    /// settle in one small round trip). Default: 60 s.
+    pub fn with_anti_entropy(mut self, interval: Duration) -> Config<P> {
+        self.anti_entropy = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// The head-exchange core's configuration.
+    pub fn with_head_sync(mut self, config: head_sync::Config) -> Config<P> {
+        self.head_sync = config;
         self
     }
 
@@ -359,6 +398,17 @@ pub enum Event<P> {
         /// What failed.
         error: CommitError,
     },
+    /// A replicator target refused to be caught up on a collection of its scope: it lacks
+    /// the collection (the documents follow once it has it: the next catch-up runs at the next
+    /// anti-entropy round) or does not accept this node as a source.
+    CatchUpRefused {
+        /// The target.
+        peer: P,
+        /// The collection.
+        collection: CollectionId,
+        /// Why.
+        reason: replicator::Refusal,
+    },
     /// A store read failed: an operator must look (corruption or an IO error).
     StoreFailed {
         /// What failed.
@@ -383,6 +433,9 @@ pub enum Violation {
     /// On the backfill protocol.
     #[error("backfill: {0}")]
     Backfill(backfill::Violation),
+    /// On the head-exchange protocol.
+    #[error("head sync: {0}")]
+    HeadSync(head_sync::Violation),
     /// A pubsub message that does not validate.
     #[error("pubsub: {0}")]
     Pubsub(pubsub::Invalid),
@@ -435,6 +488,10 @@ pub struct Stats {
     pub violations: u64,
     /// Received blocks dropped because too many persists were outstanding.
     pub dropped: u64,
+    /// Anti-entropy rounds run.
+    pub anti_entropy_rounds: u64,
+    /// Documents head exchange found to differ and fetched or offered.
+    pub head_sync_docs: u64,
 }
 
 /// How a block reached this node.
@@ -458,6 +515,8 @@ enum Purpose<P> {
     },
     /// Bookkeeping whose result needs nothing more than a pump of `peer`.
     Outbox { peer: P },
+    /// The catch-up marker of `peer` was cleared: catch it up now.
+    CatchUp { peer: P },
     /// Bookkeeping with nothing to do afterwards.
     Quiet,
 }
@@ -488,16 +547,6 @@ struct Fetch<P> {
     completed: Option<bool>,
 }
 
-/// Catch-up progress for one replicator: documents of its scope not pushed yet, and those
-/// pushed but not acknowledged (a failed one goes back to `documents`).
-#[derive(Debug, Default)]
-struct CatchUp {
-    collections: VecDeque<CollectionId>,
-    after: Option<DocId>,
-    documents: VecDeque<DocId>,
-    unacked: BTreeSet<DocId>,
-}
-
 /// The sans-IO coordinator of one Hypha node. See the [module docs](self).
 ///
 /// # Panics
@@ -511,8 +560,12 @@ pub struct Node<P> {
     connectivity: Connectivity<P>,
     collections: BTreeMap<CollectionId, String>,
     replicators: BTreeMap<P, hypha_store::Replicator>,
-    catch_up: BTreeMap<P, CatchUp>,
-    caught_up_since_start: BTreeSet<P>,
+    head_sync: HeadSync<P>,
+    /// Catch-up (push) sessions in flight, by target.
+    catching_up: BTreeMap<P, BTreeSet<head_sync::SessionId>>,
+    /// Targets whose catch-up marker is being cleared.
+    clearing: BTreeSet<P>,
+    next_anti_entropy: Option<Instant>,
     persists: BTreeMap<PersistToken, Purpose<P>>,
     inbound: BTreeMap<(P, InboundId), InboundPush>,
     fetches: BTreeMap<RequestId, Fetch<P>>,
@@ -532,11 +585,17 @@ impl<P: Peer> Node<P> {
             backfill: Backfill::new(config.backfill.clone()),
             replicator: Replicator::new(config.replicator.clone()),
             connectivity: Connectivity::new(config.connectivity.clone(), seed),
+            head_sync: {
+                let mut core = HeadSync::new(config.head_sync.clone(), seed.rotate_left(17));
+                core.set_allowed_sources(config.replicator.allowed_sources().cloned());
+                core
+            },
             config,
             collections: BTreeMap::new(),
             replicators: BTreeMap::new(),
-            catch_up: BTreeMap::new(),
-            caught_up_since_start: BTreeSet::new(),
+            catching_up: BTreeMap::new(),
+            clearing: BTreeSet::new(),
+            next_anti_entropy: None,
             persists: BTreeMap::new(),
             inbound: BTreeMap::new(),
             fetches: BTreeMap::new(),
@@ -579,6 +638,7 @@ impl<P: Peer> Node<P> {
                 self.replicators.insert(peer, r);
             }
         }
+        self.next_anti_entropy = Some(now + self.config.anti_entropy);
         if let Some(peers) = self.read(store.peers()) {
             for (key, record) in peers {
                 if let Some(peer) = P::from_key(&key) {
@@ -631,11 +691,60 @@ impl<P: Peer> Node<P> {
         docs.iter().map(|d| self.submit(sub(*d), now)).collect()
     }
 
+    /// Fetches the named collections once from every connected peer, without following them
+    /// (`p2p collection sync`). Returns the sessions started.
+    ///
+    /// # Errors
+    /// [`FollowError::UnknownCollection`] naming the first unknown collection; nothing starts.
+    pub fn sync_collections(
+        &mut self,
+        names: &[&str],
+        store: &Store,
+        now: Instant,
+    ) -> Result<usize, FollowError> {
+        self.advance(now);
+        let mut ids = Vec::with_capacity(names.len());
+        for name in names {
+            match store.collection(name)? {
+                Some(c) => ids.push(c.id()),
+                None => return Err(FollowError::UnknownCollection((*name).to_owned())),
+            }
+        }
+        let mut started = 0;
+        for peer in self.connected_peers() {
+            started += usize::from(self.head_sync.pull(peer, &ids, store, now).is_some());
+        }
+        self.process(store, now);
+        Ok(started)
+    }
+
+    /// Fetches the named documents once from every connected peer, without following them
+    /// (`p2p document sync`). Returns the sessions started.
+    pub fn sync_documents(&mut self, docs: &[DocId], store: &Store, now: Instant) -> usize {
+        self.advance(now);
+        let mut started = 0;
+        for peer in self.connected_peers() {
+            started += usize::from(self.head_sync.pull_documents(peer, docs, now).is_some());
+        }
+        self.process(store, now);
+        started
+    }
+
+    /// The head-exchange core's counters.
+    pub fn head_sync_stats(&self) -> head_sync::Stats {
+        self.head_sync.stats()
+    }
+
     /// Marks `doc` used by a local read, so it becomes (or stays) a hot document.
     pub fn touch(&mut self, doc: DocId, collection: CollectionId, now: Instant) {
         self.advance(now);
         let mut changes = Vec::new();
-        self.follows.touch(doc, collection, &mut changes);
+        if self.follows.touch(doc, collection, &mut changes) {
+            // A document that becomes hot again is resynced from the connected peers.
+            for peer in self.connected_peers() {
+                self.head_sync.pull_documents(peer, &[doc], now);
+            }
+        }
         self.apply_topic_changes(changes, now);
     }
 
@@ -665,6 +774,10 @@ impl<P: Peer> Node<P> {
                 self.on_ingested(from, via, &block, result, store, now);
             }
             Purpose::Outbox { peer } => self.pump(peer, store, now),
+            Purpose::CatchUp { peer } => {
+                self.clearing.remove(&peer);
+                self.catch_up(peer, store, now);
+            }
             Purpose::Quiet => {}
         }
         self.process(store, now);
@@ -700,6 +813,7 @@ impl<P: Peer> Node<P> {
             );
         }
         self.replicator.handle_connected(peer, now);
+        self.sync_with(peer, store, now);
         self.process(store, now);
     }
 
@@ -709,6 +823,7 @@ impl<P: Peer> Node<P> {
         self.connectivity.handle_disconnected(peer, now);
         self.replicator.handle_disconnected(peer, now);
         self.backfill.handle_disconnected(peer, now);
+        self.head_sync.handle_disconnected(peer, now);
         self.inbound.retain(|(p, _), _| *p != peer);
         self.process(store, now);
     }
@@ -736,6 +851,7 @@ impl<P: Peer> Node<P> {
         match protocol {
             Protocol::Backfill => self.backfill.handle_frame(peer, frame, store, now),
             Protocol::Replicator => self.replicator.handle_frame(peer, frame, now),
+            Protocol::HeadSync => self.head_sync.handle_frame(peer, frame, store, now),
         }
         self.process(store, now);
     }
@@ -793,6 +909,10 @@ impl<P: Peer> Node<P> {
         self.backfill.handle_timeout(now);
         self.replicator.handle_timeout(now);
         self.connectivity.handle_timeout(now);
+        self.head_sync.handle_timeout(now);
+        if self.next_anti_entropy.is_some_and(|t| t <= now) {
+            self.anti_entropy(store, now);
+        }
         self.process(store, now);
     }
 
@@ -815,6 +935,8 @@ impl<P: Peer> Node<P> {
             self.backfill.poll_timeout(),
             self.replicator.poll_timeout(),
             self.connectivity.poll_timeout(),
+            self.head_sync.poll_timeout(),
+            self.next_anti_entropy,
         ]
         .into_iter()
         .flatten()
@@ -832,13 +954,13 @@ impl<P: Peer> Node<P> {
     }
 
     /// Whether nothing is in flight: no persist awaiting its result, no backfill request, no
-    /// push awaiting its ack, no received push unanswered, no catch-up under way.
+    /// push awaiting its ack, no received push unanswered, no head exchange under way.
     pub fn is_idle(&self) -> bool {
         self.persists.is_empty()
             && self.fetches.is_empty()
             && self.backfill.in_flight() == 0
             && self.inbound.is_empty()
-            && self.catch_up.is_empty()
+            && self.head_sync.in_flight() == 0
             && self
                 .replicators
                 .keys()
@@ -880,10 +1002,19 @@ impl<P: Peer> Node<P> {
             (Mutation::Subscribe(sub), _) => {
                 let mut changes = Vec::new();
                 match sub {
-                    Subscription::Collection(c) => self.follows.add_collection(c, &mut changes),
+                    Subscription::Collection(c) => {
+                        self.follows.add_collection(c, &mut changes);
+                        // Subscribing brings the collection's existing documents.
+                        for peer in self.connected_peers() {
+                            self.head_sync.pull(peer, &[c], store, now);
+                        }
+                    }
                     Subscription::Document(d) => {
                         for c in self.document_collections(store, &d) {
                             self.follows.add_document(d, c, &mut changes);
+                        }
+                        for peer in self.connected_peers() {
+                            self.head_sync.pull_documents(peer, &[d], now);
                         }
                     }
                 }
@@ -908,6 +1039,7 @@ impl<P: Peer> Node<P> {
                 self.connectivity
                     .want(peer, addresses, Reason::Replicator, now);
                 self.pump(peer, store, now);
+                self.catch_up(peer, store, now);
             }
             (Mutation::DeleteReplicator { peer }, _) => {
                 let Some(peer) = P::from_key(&peer) else {
@@ -917,7 +1049,6 @@ impl<P: Peer> Node<P> {
                     return;
                 }
                 self.replicators.remove(&peer);
-                self.catch_up.remove(&peer);
                 self.replicator.forget(&peer);
                 self.connectivity.unwant(peer, Reason::Replicator, now);
             }
@@ -1258,92 +1389,89 @@ impl<P: Peer> Node<P> {
 
     /// Pushes what `peer` is owed, as far as its in-flight window allows.
     fn pump(&mut self, peer: P, store: &Store, now: Instant) {
-        let Some(scope) = self.replicators.get(&peer).cloned() else {
-            return;
-        };
-        if !self.replicator.can_push(&peer) {
+        if !self.replicators.contains_key(&peer) || !self.replicator.can_push(&peer) {
             return;
         }
         let key = peer.to_key();
         let Some(outbox) = self.read(store.outbox(&key, self.config.outbox_batch)) else {
             return;
         };
-        if (outbox.catch_up || !self.caught_up_since_start.contains(&peer))
-            && !self.catch_up.contains_key(&peer)
-        {
-            self.caught_up_since_start.insert(peer);
-            if outbox.catch_up {
-                self.persist(Mutation::ClearCatchUp { peer: key }, Purpose::Quiet);
-            }
-            let catch_up = CatchUp {
-                collections: scope.collections.iter().copied().collect(),
-                after: None,
-                documents: scope.documents.iter().copied().collect(),
-                unacked: BTreeSet::new(),
-            };
-            self.catch_up.insert(peer, catch_up);
+        if outbox.catch_up && !self.clearing.contains(&peer) {
+            // The catch-up starts once the marker is cleared (durably): from then on every
+            // commit is owed again, and the catch-up reads the state after the clear, so no
+            // commit falls between the two.
+            self.clearing.insert(peer);
+            self.persist(
+                Mutation::ClearCatchUp { peer: key },
+                Purpose::CatchUp { peer },
+            );
         }
         let in_flight: BTreeSet<DocId> = self.replicator.in_flight(&peer).collect();
-        let mut owed = outbox
-            .documents
-            .into_iter()
-            .filter(|d| !in_flight.contains(d));
-        while self.replicator.can_push(&peer) {
-            let doc = match owed.next() {
-                Some(doc) => doc,
-                None => match self.next_catch_up(peer, store) {
-                    Some(doc) => doc,
-                    None => break,
-                },
-            };
-            if !self.push_doc(peer, doc, store, now) {
+        for doc in outbox.documents {
+            if !self.replicator.can_push(&peer) {
+                break;
+            }
+            if !in_flight.contains(&doc) && !self.push_doc(peer, doc, store, now) {
                 break;
             }
         }
     }
 
-    /// The next document of `peer`'s catch-up, reading its scope a page at a time.
-    fn next_catch_up(&mut self, peer: P, store: &Store) -> Option<DocId> {
-        loop {
-            let catch_up = self.catch_up.get_mut(&peer)?;
-            if let Some(doc) = catch_up.documents.pop_front() {
-                catch_up.unacked.insert(doc);
-                return Some(doc);
+    /// Brings replicator `peer` up to date by head exchange, one way, over its whole scope:
+    /// when it is set, when it (re)connects, when its outbox overflowed, and every
+    /// anti-entropy round.
+    fn catch_up(&mut self, peer: P, store: &Store, now: Instant) {
+        let busy = self.catching_up.get(&peer).is_some_and(|s| !s.is_empty());
+        if !self.connectivity.is_connected(&peer) || busy {
+            return;
+        }
+        let Some(scope) = self.replicators.get(&peer) else {
+            return;
+        };
+        let collections: Vec<CollectionId> = scope.collections.iter().copied().collect();
+        let documents: Vec<DocId> = scope.documents.iter().copied().collect();
+        let sessions = [
+            self.head_sync.push(peer, &collections, store, now),
+            self.head_sync.push_documents(peer, &documents, store, now),
+        ];
+        let entry = self.catching_up.entry(peer).or_default();
+        entry.extend(sessions.into_iter().flatten());
+    }
+
+    /// Head exchange with a peer that just connected: pull what this node follows, catch the
+    /// peer up if it is a replicator target.
+    fn sync_with(&mut self, peer: P, store: &Store, now: Instant) {
+        let collections: Vec<CollectionId> = self
+            .follows
+            .collections()
+            .iter()
+            .filter(|c| self.collections.contains_key(c))
+            .copied()
+            .collect();
+        self.head_sync.pull(peer, &collections, store, now);
+        let documents: Vec<DocId> = self
+            .follows
+            .documents()
+            .chain(self.follows.hot().iter().map(|(d, _)| d))
+            .copied()
+            .collect();
+        self.head_sync.pull_documents(peer, &documents, now);
+        self.catch_up(peer, store, now);
+    }
+
+    /// One anti-entropy round: head exchange with every connected peer.
+    fn anti_entropy(&mut self, store: &Store, now: Instant) {
+        self.stats.anti_entropy_rounds += 1;
+        self.next_anti_entropy = Some(now + self.config.anti_entropy);
+        for peer in self.connected_peers() {
+            if !self.head_sync.has_session_with(&peer) {
+                self.sync_with(peer, store, now);
             }
-            let Some(collection) = catch_up.collections.front().copied() else {
-                if catch_up.unacked.is_empty() {
-                    self.catch_up.remove(&peer);
-                }
-                return None;
-            };
-            let after = catch_up.after;
-            let page = match store.documents(collection, true, after, self.config.outbox_batch) {
-                Ok(page) => page,
-                Err(error) => {
-                    self.events.push_back(Event::StoreFailed { error });
-                    self.catch_up.remove(&peer);
-                    return None;
-                }
-            };
-            let catch_up = self.catch_up.get_mut(&peer)?;
-            match page.last() {
-                Some(last) => catch_up.after = Some(*last),
-                None => {
-                    catch_up.collections.pop_front();
-                    catch_up.after = None;
-                }
-            }
-            catch_up.documents.extend(page);
         }
     }
 
-    /// A catch-up push of `doc` to `peer` failed: push it again at the next attempt.
-    fn retry_catch_up(&mut self, peer: P, doc: DocId) {
-        if let Some(c) = self.catch_up.get_mut(&peer)
-            && c.unacked.remove(&doc)
-        {
-            c.documents.push_front(doc);
-        }
+    fn connected_peers(&self) -> Vec<P> {
+        self.connectivity.connected().copied().collect()
     }
 
     /// Pushes `doc`'s current heads with their blocks to `peer`. Returns false when the push
@@ -1389,6 +1517,9 @@ impl<P: Peer> Node<P> {
             while let Some(t) = self.replicator.poll_transmit() {
                 self.transmit(t.peer, Protocol::Replicator, t.frame);
             }
+            while let Some(t) = self.head_sync.poll_transmit() {
+                self.transmit(t.peer, Protocol::HeadSync, t.frame);
+            }
             while let Some(c) = self.connectivity.poll_command() {
                 self.commands.push_back(Command::Connect(c));
             }
@@ -1399,6 +1530,10 @@ impl<P: Peer> Node<P> {
             while let Some(e) = self.replicator.poll_event() {
                 progressed = true;
                 self.on_replicator(e, store, now);
+            }
+            while let Some(e) = self.head_sync.poll_event() {
+                progressed = true;
+                self.on_head_sync(e, store, now);
             }
             if !progressed {
                 break;
@@ -1433,6 +1568,62 @@ impl<P: Peer> Node<P> {
         }
     }
 
+    fn on_head_sync(&mut self, event: head_sync::Event<P>, store: &Store, now: Instant) {
+        match event {
+            head_sync::Event::Differs {
+                peer, doc, heads, ..
+            } => self.fetch_heads(peer, doc, heads, store, now),
+            head_sync::Event::Offered {
+                peer,
+                collection,
+                doc,
+                heads,
+            } => {
+                // A replicator source catching this node up: the same rules as its pushes.
+                if self.collections.contains_key(&collection) && self.replicator.allows(&peer) {
+                    self.fetch_heads(peer, doc, heads, store, now);
+                }
+            }
+            head_sync::Event::PeerMisbehaved { peer, violation } => {
+                self.misbehaved(peer, Violation::HeadSync(violation));
+            }
+            head_sync::Event::Refused {
+                peer,
+                collection,
+                reason,
+            } => {
+                if self.replicators.contains_key(&peer) {
+                    self.events.push_back(Event::CatchUpRefused {
+                        peer,
+                        collection,
+                        reason,
+                    });
+                }
+            }
+            head_sync::Event::Completed { session, peer, .. }
+            | head_sync::Event::Failed { session, peer, .. } => {
+                if let Some(sessions) = self.catching_up.get_mut(&peer) {
+                    sessions.remove(&session);
+                    if sessions.is_empty() {
+                        self.catching_up.remove(&peer);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Backfills `doc` from `peer` up to `heads`, if any of them is not held here.
+    fn fetch_heads(&mut self, peer: P, doc: DocId, heads: Vec<Cid>, store: &Store, now: Instant) {
+        let missing: Vec<Cid> = heads
+            .into_iter()
+            .filter(|h| !self.read(store.contains(h)).unwrap_or(true))
+            .collect();
+        if !missing.is_empty() {
+            self.stats.head_sync_docs += 1;
+            self.fetch(doc, missing, peer, Vec::new(), FetchFor::Follow, store, now);
+        }
+    }
+
     fn on_replicator(&mut self, event: replicator::Event<P>, store: &Store, now: Instant) {
         match event {
             replicator::Event::Acked {
@@ -1444,19 +1635,12 @@ impl<P: Peer> Node<P> {
                     heads,
                 };
                 self.persist(ack, Purpose::Outbox { peer });
-                if let Some(c) = self.catch_up.get_mut(&peer) {
-                    c.unacked.remove(&doc);
-                    if c.unacked.is_empty() && c.documents.is_empty() && c.collections.is_empty() {
-                        self.catch_up.remove(&peer);
-                    }
-                }
                 self.events.push_back(Event::Replicated { peer, doc });
                 self.pump(peer, store, now);
             }
             replicator::Event::Failed {
                 peer, doc, reason, ..
             } => {
-                self.retry_catch_up(peer, doc);
                 let reason = ReplicationError::Failed(reason);
                 self.events
                     .push_back(Event::ReplicationFailed { peer, doc, reason });
@@ -1464,7 +1648,6 @@ impl<P: Peer> Node<P> {
             replicator::Event::Refused {
                 peer, doc, reason, ..
             } => {
-                self.retry_catch_up(peer, doc);
                 let reason = ReplicationError::Refused(reason);
                 self.events
                     .push_back(Event::ReplicationFailed { peer, doc, reason });

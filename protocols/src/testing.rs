@@ -27,7 +27,8 @@
 //!   process restart does; [`Network::stop`] and [`Network::start`] leave it down in between.
 //!
 //! [`Network::wait`] is quiescence as SCENARIOS.md defines it — nothing in flight, every outbox
-//! and pending set empty — and fails, rather than hangs, when a time or step budget runs out.
+//! and pending set empty, and an anti-entropy round completed on every node since the wait
+//! began — and fails, rather than hangs, when a time or step budget runs out.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -383,6 +384,24 @@ impl Network {
         }
     }
 
+    /// Node `i` fetches `docs` once from its connected peers, without following them.
+    pub fn sync_documents(&mut self, i: u16, docs: &[DocId]) {
+        let now = self.now;
+        self.with_node(i, |n, s| n.sync_documents(docs, s, now));
+        self.flush(i);
+    }
+
+    /// Node `i` fetches the collections named `names` once from its connected peers.
+    ///
+    /// # Errors
+    /// [`node::FollowError`] when a collection is unknown.
+    pub fn sync_collections(&mut self, i: u16, names: &[&str]) -> Result<(), node::FollowError> {
+        let now = self.now;
+        self.with_node(i, |n, s| n.sync_collections(names, s, now))?;
+        self.flush(i);
+        Ok(())
+    }
+
     /// Makes `to` a replicator of node `from` for `collections` (by name) and `documents`.
     ///
     /// # Panics
@@ -517,6 +536,7 @@ impl Network {
     /// [`NotQuiescent`] when the time or step budget runs out first.
     pub fn wait(&mut self) -> Result<(), NotQuiescent> {
         let (start_steps, start) = (self.steps, self.now);
+        let rounds = self.rounds();
         loop {
             if self.queue.is_empty()
                 && let Some(why) = self.busy()
@@ -524,7 +544,17 @@ impl Network {
             {
                 return Err(self.not_quiescent(start_steps, start, why));
             }
-            if self.queue.is_empty() && self.busy().is_none() {
+            // Quiescent: nothing in flight, and every running node completed an anti-entropy
+            // round since the wait began.
+            let settled = self
+                .rounds()
+                .iter()
+                .zip(&rounds)
+                .all(|(now, then)| match (now, then) {
+                    (Some(now), Some(then)) => now > then,
+                    _ => true,
+                });
+            if self.queue.is_empty() && self.busy().is_none() && settled {
                 return Ok(());
             }
             if self.now - start > self.options.wait_budget
@@ -959,6 +989,14 @@ impl Network {
             }
         }
         seen
+    }
+
+    /// Anti-entropy rounds per running node (stopped nodes count as settled).
+    fn rounds(&self) -> Vec<Option<u64>> {
+        self.hosts
+            .iter()
+            .map(|h| h.node.as_ref().map(|n| n.stats().anti_entropy_rounds))
+            .collect()
     }
 
     fn next_timer(&self) -> Option<(Instant, u16)> {

@@ -109,6 +109,11 @@ impl<P: Ord> Config<P> {
         self
     }
 
+    /// The sources allowed to push here (`None`: any).
+    pub fn allowed_sources(&self) -> Option<&BTreeSet<P>> {
+        self.allowed_sources.as_ref()
+    }
+
     /// The largest frame.
     pub fn max_frame_bytes(&self) -> usize {
         self.max_frame_bytes
@@ -545,6 +550,14 @@ impl<P: Copy + Ord + fmt::Debug> Replicator<P> {
         self.targets.get(peer).is_some_and(|t| {
             t.connected && t.retry_at.is_none() && t.in_flight < self.config.max_in_flight
         })
+    }
+
+    /// Whether `peer` may push to this node (the allow list, when one is set).
+    pub fn allows(&self, peer: &P) -> bool {
+        self.config
+            .allowed_sources
+            .as_ref()
+            .is_none_or(|a| a.contains(peer))
     }
 
     /// Whether `peer` is waiting for its retry.
