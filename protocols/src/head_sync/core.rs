@@ -328,15 +328,23 @@ enum Phase {
     Done,
 }
 
+/// A document a pull asked for.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    /// The collection it was found in (`None` for a document named on demand).
+    collection: Option<CollectionId>,
+    /// The tag a decoded sketch promised for the peer's version (`None` from a listing).
+    promised: Option<u64>,
+}
+
 struct Session<P> {
     peer: P,
     mode: Mode,
     deadline: Instant,
     key: (u64, u64),
     collections: BTreeMap<CollectionId, Phase>,
-    /// Pull: documents wanted, with the tag a sketch promised (`None` from a listing).
-    wanted: BTreeMap<DocId, (CollectionId, Option<u64>)>,
-    reported: BTreeSet<DocId>,
+    /// Pull: documents wanted, with their collection when known and the tag a sketch promised.
+    wanted: BTreeMap<DocId, Wanted>,
     stats: SessionStats,
 }
 
@@ -421,9 +429,13 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
         let (id, mut session) = self.new_session(peer, Mode::Pull, now);
         for doc in docs.iter().take(self.config.max_wanted) {
             // The collection is unknown until the peer answers; the tag is not promised.
-            session
-                .wanted
-                .insert(*doc, (CollectionId(Cid::default()), None));
+            session.wanted.insert(
+                *doc,
+                Wanted {
+                    collection: None,
+                    promised: None,
+                },
+            );
         }
         let docs: Vec<DocId> = session.wanted.keys().copied().collect();
         self.sessions.insert(id, session);
@@ -613,7 +625,6 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
             key,
             collections: BTreeMap::new(),
             wanted: BTreeMap::new(),
-            reported: BTreeSet::new(),
             stats: SessionStats::default(),
         };
         (id, session)
@@ -741,7 +752,11 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
                     if session.wanted.len() >= self.config.max_wanted {
                         break;
                     }
-                    session.wanted.insert(doc, (c, Some(tag)));
+                    let wanted = Wanted {
+                        collection: Some(c),
+                        promised: Some(tag),
+                    };
+                    session.wanted.insert(doc, wanted);
                     docs.push(doc);
                 }
                 session.stats.differing += docs.len() as u64;
@@ -781,33 +796,31 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
             let Some(session) = self.sessions.get_mut(&id) else {
                 return Ok(());
             };
-            let Some((wanted_in, promised)) = session.wanted.remove(&doc) else {
+            let Some(wanted) = session.wanted.remove(&doc) else {
                 return Err(Violation::Unexpected);
             };
-            let collection = if collection_tag(&wanted_in) == tag {
-                wanted_in
-            } else {
-                match known.get(&tag) {
-                    Some(c) => *c,
-                    // Held by the peer in a collection this node does not have: nothing to
-                    // merge it into.
-                    None if heads.is_empty() => wanted_in,
-                    None => continue,
-                }
-            };
-            session.reported.insert(doc);
-            if let Some(tag) = promised {
-                let actual = (!heads.is_empty()).then(|| ItemHash::of(&doc, &heads).tag());
-                if actual != Some(tag) && collection == wanted_in {
-                    // The sketch promised a version the peer does not hold (or it changed
-                    // since): check the collection exactly.
+            if let (Some(c), Some(promised)) = (wanted.collection, wanted.promised) {
+                let actual = (!heads.is_empty() && collection_tag(&c) == tag)
+                    .then(|| ItemHash::of(&doc, &heads).tag());
+                if actual != Some(promised) {
+                    // The sketch promised a version the peer does not hold (a false peel, or
+                    // the document changed since): check the collection exactly.
                     self.stats.sketch_mismatches += 1;
-                    relist.insert(wanted_in);
+                    relist.insert(c);
                 }
             }
             if heads.is_empty() {
                 continue;
             }
+            let collection = match wanted.collection {
+                Some(c) if collection_tag(&c) == tag => c,
+                // Named on demand: the peer's tag says which of our collections it is in; a
+                // collection this node does not have has nothing to merge it into.
+                _ => match known.get(&tag) {
+                    Some(c) => *c,
+                    None => continue,
+                },
+            };
             let ours = source.item(&collection, &doc);
             if ours == Some(ItemHash::of(&doc, &heads)) {
                 continue;
@@ -1015,7 +1028,11 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
                     if session.wanted.len() >= self.config.max_wanted {
                         break;
                     }
-                    if session.wanted.insert(doc, (c, None)).is_none() {
+                    let entry = Wanted {
+                        collection: Some(c),
+                        promised: None,
+                    };
+                    if session.wanted.insert(doc, entry).is_none() {
                         wanted.push(doc);
                     }
                 }
