@@ -867,10 +867,21 @@ impl<P: Peer> Node<P> {
         now: Instant,
     ) -> Verdict {
         self.advance(now);
-        let _ = topic;
         self.stats.pubsub_received += 1;
         self.stats.pubsub_bytes += data.len() as u64;
-        let update = match Update::decode(data) {
+        let ns = &self.config.namespace;
+        let update = Update::decode(data).and_then(|u| {
+            // An update belongs on its collection's topic or its document's shard topic; one
+            // anywhere else is spam aimed at that topic's subscribers.
+            let ours = topic == pubsub::collection_topic(ns, &u.collection)
+                || topic == pubsub::document_topic(ns, &u.collection, &u.doc_id);
+            if ours {
+                Ok(u)
+            } else {
+                Err(pubsub::Invalid::WrongTopic)
+            }
+        });
+        let update = match update {
             Ok(u) => u,
             Err(e) => {
                 self.misbehaved(from, Violation::Pubsub(e));

@@ -274,6 +274,43 @@ fn garbage_on_pubsub_is_rejected_and_reported() {
 }
 
 #[test]
+fn a_valid_update_on_a_foreign_topic_is_rejected() {
+    let mut s = Solo::new();
+    let mut other = Solo::new();
+    let token = other.node.submit(
+        Mutation::Create {
+            collection: "Users".into(),
+            document: json!({"Name": "John"}),
+        },
+        other.now,
+    );
+    let Some(Command::Persist { mutation, .. }) = other.node.poll_command() else {
+        panic!("a persist first");
+    };
+    let result = other.store.commit(mutation).map(|r| r.committed);
+    other
+        .node
+        .handle_persisted(token, result, &other.store, other.now);
+    let data = std::iter::from_fn(|| other.node.poll_command())
+        .find_map(|c| match c {
+            Command::Publish { data, .. } => Some(data),
+            _ => None,
+        })
+        .expect("published");
+    let verdict =
+        s.node
+            .handle_pubsub(7, "/hypha/hypha/pubsub/1/elsewhere", &data, &s.store, s.now);
+    assert_eq!(verdict, Verdict::Reject);
+    assert!(matches!(
+        s.events().as_slice(),
+        [Event::PeerMisbehaved {
+            violation: Violation::Pubsub(hypha_protocols::pubsub::Invalid::WrongTopic),
+            ..
+        }]
+    ));
+}
+
+#[test]
 fn garbage_frames_are_violations_and_change_nothing() {
     let mut s = Solo::new();
     for protocol in node::Protocol::ALL {

@@ -651,7 +651,11 @@ fn h1_an_on_demand_sync_fetches_once_and_does_not_follow() {
     n.sync_documents(1, &[john, andy]);
     n.wait().unwrap();
     assert_eq!(ages(&n, 1), nums(&[21, 25]));
-    assert_eq!(n.node(1).unwrap().stats().head_sync_docs, 2, "head exchange fetched both");
+    assert_eq!(
+        n.node(1).unwrap().stats().head_sync_docs,
+        2,
+        "head exchange fetched both"
+    );
     n.update(0, john, json!({"Age": 60})).unwrap();
     n.wait().unwrap();
     assert_eq!(

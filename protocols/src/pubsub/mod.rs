@@ -132,6 +132,9 @@ pub enum Invalid {
     /// The inline block belongs to another document or collection than announced.
     #[error("inline block belongs to another document or collection than announced")]
     Mismatch,
+    /// The update arrived on a topic that is neither its collection's nor its document's.
+    #[error("update published on a topic that is not its collection's or document's")]
+    WrongTopic,
 }
 
 impl Update {
