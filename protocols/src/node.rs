@@ -319,8 +319,8 @@ pub enum Command<P> {
         /// The change.
         mutation: Mutation,
     },
-    /// Publish `data` on `topic`. The message id is the block's CID: gossipsub's message-id
-    /// function must give messages with the same `id` on the same topic the same id.
+    /// Publish `data` on `topic`. The message id is the block's CID on that topic
+    /// ([`pubsub::message_id`](crate::pubsub::message_id)).
     Publish {
         /// The topic.
         topic: String,

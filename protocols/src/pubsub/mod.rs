@@ -30,14 +30,17 @@
 //! Each gossipsub message is one [`Update`]: the docID, the collection, the new block's CID,
 //! the block itself when it is at most `max_inline_bytes` (else the follower fetches it by
 //! backfill), and the document's heads after the block. The gossipsub message id is the
-//! block's CID, so duplicates — the same block published by several nodes, or republished
-//! when it arrives by push or backfill — are suppressed by gossipsub's duplicate cache.
+//! block's CID on its topic ([`message_id`]; DESIGN says the CID alone, but each commit goes
+//! to two topics and gossipsub refuses to publish one id twice), so duplicates — the same
+//! block published by several nodes, or republished when it arrives by push or backfill — are
+//! suppressed by gossipsub's duplicate cache.
 //!
 //! # Validation
 //!
 //! A receiver checks what it can before gossipsub forwards the message ([`Update::decode`]):
 //! the message decodes, the CIDs are CIDs, and an inline block hashes to the announced CID,
-//! verifies its signature and belongs to the named document and collection. A valid message
+//! verifies its signature and belongs to the named document and collection; the coordinator
+//! also checks the message came on its collection's or document's topic. A valid message
 //! of a document the node does not follow is accepted — forwarded for the peers that follow it
 //! — and dropped locally.
 
