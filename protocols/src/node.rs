@@ -320,7 +320,7 @@ pub enum Command<P> {
         mutation: Mutation,
     },
     /// Publish `data` on `topic`. The message id is the block's CID on that topic
-    /// ([`pubsub::message_id`](crate::pubsub::message_id)).
+    /// ([`pubsub::message_id`]).
     Publish {
         /// The topic.
         topic: String,
