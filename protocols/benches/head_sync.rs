@@ -265,6 +265,9 @@ fn hypha(a_src: &Side, b_src: &Side) -> Measured {
         }
     }
     m.ms = started.elapsed().as_secs_f64() * 1e3;
+    if std::env::var_os("HYPHA_BENCH_VERBOSE").is_some() {
+        println!("  hypha session: {:?}", a.stats());
+    }
     m
 }
 

@@ -95,7 +95,7 @@
 //! | persists awaiting their result (`max_persists`) | 65,536 | past it, received blocks are dropped (peers resend; anti-entropy repairs) |
 //! | unanswered pushes held as a target | the replicator's `max_inbound_per_source` × sources | each answered or dropped on disconnect |
 //! | documents read per outbox pump (`outbox_batch`) | 64 | bounds one read |
-//! | hot documents (`hot_docs`) | 64 | the seed's "frequently used" set; 0 disables |
+//! | hot documents (`hot_docs`) | 64 | the seed's "frequently used" set; 0 disables. Persisted at most once per anti-entropy round, loaded at start |
 //! | inline block size (`max_inline_bytes`) | 32 KiB | an update fits one gossipsub message |
 //!
 //! The cores' own bounds are in their module docs.
@@ -565,6 +565,8 @@ pub struct Node<P> {
     catching_up: BTreeMap<P, BTreeSet<head_sync::SessionId>>,
     /// Targets whose catch-up marker is being cleared.
     clearing: BTreeSet<P>,
+    /// The hot-document generation last persisted.
+    hot_saved: u64,
     next_anti_entropy: Option<Instant>,
     persists: BTreeMap<PersistToken, Purpose<P>>,
     inbound: BTreeMap<(P, InboundId), InboundPush>,
@@ -595,6 +597,7 @@ impl<P: Peer> Node<P> {
             replicators: BTreeMap::new(),
             catching_up: BTreeMap::new(),
             clearing: BTreeSet::new(),
+            hot_saved: 0,
             next_anti_entropy: None,
             persists: BTreeMap::new(),
             inbound: BTreeMap::new(),
@@ -623,6 +626,15 @@ impl<P: Peer> Node<P> {
                 }
             }
             self.apply_topic_changes(changes, now);
+        }
+        // The hot documents of the last run, least recently used first, so their order holds.
+        if let Some(hot) = self.read(store.hot_documents()) {
+            let mut changes = Vec::new();
+            for (doc, collection) in hot {
+                self.follows.touch(doc, collection, &mut changes);
+            }
+            self.apply_topic_changes(changes, now);
+            self.hot_saved = self.follows.hot().generation();
         }
         for (peer, addresses) in self.config.peers.clone() {
             self.connectivity
@@ -1474,6 +1486,13 @@ impl<P: Peer> Node<P> {
     fn anti_entropy(&mut self, store: &Store, now: Instant) {
         self.stats.anti_entropy_rounds += 1;
         self.next_anti_entropy = Some(now + self.config.anti_entropy);
+        // Remember the hot documents at most once a round, so a restart follows them again.
+        let generation = self.follows.hot().generation();
+        if generation != self.hot_saved {
+            self.hot_saved = generation;
+            let documents = self.follows.hot().iter().map(|(d, c)| (*d, *c)).collect();
+            self.persist(Mutation::SetHotDocuments { documents }, Purpose::Quiet);
+        }
         for peer in self.connected_peers() {
             if !self.head_sync.has_session_with(&peer) {
                 self.sync_with(peer, store, now);

@@ -771,6 +771,33 @@ fn i1_hot_documents_are_followed() {
     );
 }
 
+#[test]
+fn i1_hot_documents_are_followed_again_after_a_restart() {
+    let mut o = Options::seeded(39);
+    o.hot_docs = 16;
+    let mut n = Network::new(o);
+    n.schema_all(U);
+    let doc = n.create_all("Users", json!({"Name": "John", "Age": 21}));
+    n.connect(0, 1);
+    n.wait().unwrap();
+    n.restart(1);
+    n.wait().unwrap();
+    assert!(
+        n.store(1)
+            .hot_documents()
+            .unwrap()
+            .iter()
+            .any(|(d, _)| *d == doc)
+    );
+    n.update(0, doc, json!({"Age": 60})).unwrap();
+    n.wait().unwrap();
+    assert_eq!(
+        ages(&n, 1),
+        nums(&[60]),
+        "the hot document was loaded at start"
+    );
+}
+
 // ---- must-not-have expectations fail when their rule is broken --------------------------------
 //
 // A "must not have" is only worth something if breaking the rule behind it makes it fail. The

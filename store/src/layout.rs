@@ -81,6 +81,9 @@ pub(crate) const FORMAT_VERSION_V1: u32 = 1;
 pub(crate) const META_FORMAT: &[u8] = b"format_version";
 /// Meta key of the author's next nonce sequence number (u64 big-endian).
 pub(crate) const META_NONCE_SEQ: &[u8] = b"nonce_seq";
+/// Meta key of the hot documents, least recently used first: (docID 16 bytes ‖ collection CID
+/// length u8 ‖ collection CID) repeated.
+pub(crate) const META_HOT_DOCS: &[u8] = b"hot_documents";
 
 /// Length of a block CID (CIDv1, dag-cbor, sha2-256) in binary form.
 pub(crate) const BLOCK_CID_LEN: usize = 36;

@@ -173,7 +173,9 @@ pub use crate::meta::{
     MAX_ADDRESS_LEN, MAX_ADDRESSES, MAX_PEER_KEY_LEN, MAX_REPLICATOR_SCOPE, Outbox, PeerKey,
     PeerRecord, Replicator, Subscription, Subscriptions,
 };
-pub use crate::mutation::{Committed, MAX_PEERS, MAX_REPLICATORS, MAX_SUBSCRIPTIONS, Mutation};
+pub use crate::mutation::{
+    Committed, MAX_HOT_DOCUMENTS, MAX_PEERS, MAX_REPLICATORS, MAX_SUBSCRIPTIONS, Mutation,
+};
 pub use crate::read::Stats;
 
 use crate::backend::Backend;

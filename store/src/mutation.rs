@@ -104,7 +104,16 @@ pub enum Mutation {
         /// The peer.
         peer: PeerKey,
     },
+    /// Replaces the remembered hot documents (the node's LRU, least recently used first), so
+    /// a restart follows them again. At most [`MAX_HOT_DOCUMENTS`].
+    SetHotDocuments {
+        /// The documents with their collections.
+        documents: Vec<(DocId, CollectionId)>,
+    },
 }
+
+/// The most hot documents remembered.
+pub const MAX_HOT_DOCUMENTS: usize = 100_000;
 
 /// What a durable mutation did.
 #[derive(Debug, Clone, PartialEq)]
@@ -294,6 +303,21 @@ pub(crate) fn run(
         Mutation::ForgetPeer { peer } => {
             let changed = tx.remove(Table::Peers, &peer.0)?;
             Ok(Committed::Meta { changed })
+        }
+        Mutation::SetHotDocuments { documents } => {
+            if documents.len() > MAX_HOT_DOCUMENTS {
+                return Err(limit("hot documents", documents.len(), MAX_HOT_DOCUMENTS));
+            }
+            let mut value = Vec::with_capacity(documents.len() * 53);
+            for (doc, collection) in documents {
+                let cid = collection.0.to_bytes();
+                value.extend_from_slice(&doc.to_bytes());
+                // invariant: a collection CID is a CIDv1 raw sha2-256, 36 bytes.
+                value.push(u8::try_from(cid.len()).expect("a CID is short"));
+                value.extend_from_slice(&cid);
+            }
+            tx.put(Table::Meta, layout::META_HOT_DOCS, &value)?;
+            Ok(Committed::Meta { changed: true })
         }
     }
 }

@@ -360,6 +360,34 @@ impl Store {
             })?)
     }
 
+    /// The remembered hot documents, least recently used first
+    /// ([`Mutation::SetHotDocuments`](crate::Mutation::SetHotDocuments)).
+    ///
+    /// # Errors
+    /// [`ReadError::Storage`] if storage fails or the record does not decode.
+    pub fn hot_documents(&self) -> Result<Vec<(DocId, CollectionId)>, ReadError> {
+        Ok(self.backend.read(|tx| {
+            let Some(v) = tx.get(Table::Meta, layout::META_HOT_DOCS)? else {
+                return Ok(Vec::new());
+            };
+            let mut out = Vec::new();
+            let mut rest = v.as_slice();
+            while !rest.is_empty() {
+                let corrupted = || Table::Meta.corrupted();
+                let (doc, tail) = rest.split_at_checked(DOC_ID_LEN).ok_or_else(corrupted)?;
+                let (&len, tail) = tail.split_first().ok_or_else(corrupted)?;
+                let (cid, tail) = tail
+                    .split_at_checked(usize::from(len))
+                    .ok_or_else(corrupted)?;
+                let doc = layout::doc_from(doc, Table::Meta)?;
+                let cid = layout::cid_from(cid, Table::Meta)?;
+                out.push((doc, CollectionId(cid)));
+                rest = tail;
+            }
+            Ok(out)
+        })?)
+    }
+
     /// Counts of the tables and of the committer's work since open.
     ///
     /// # Errors

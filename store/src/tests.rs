@@ -749,3 +749,36 @@ fn sync_index_survives_reopen() {
     assert_eq!(store.sync_sketch(&c, 0), sketch);
     assert_sync_index_current(&store);
 }
+
+#[test]
+fn hot_documents_are_remembered_in_order_and_replaced_whole() {
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        assert!(store.hot_documents().unwrap().is_empty());
+        let (a, _) = create(&store, "a");
+        let (b, _) = create(&store, "b");
+        let hot = vec![(b, books(&store)), (a, books(&store))];
+        store
+            .commit(Mutation::SetHotDocuments {
+                documents: hot.clone(),
+            })
+            .unwrap();
+        assert_eq!(store.hot_documents().unwrap(), hot);
+        store
+            .commit(Mutation::SetHotDocuments {
+                documents: vec![(a, books(&store))],
+            })
+            .unwrap();
+        assert_eq!(store.hot_documents().unwrap(), vec![(a, books(&store))]);
+        let too_many = vec![(a, books(&store)); crate::MAX_HOT_DOCUMENTS + 1];
+        let refused = store.commit(Mutation::SetHotDocuments {
+            documents: too_many,
+        });
+        assert!(matches!(refused, Err(CommitError::Limit { .. })));
+        assert_eq!(
+            store.hot_documents().unwrap().len(),
+            1,
+            "a refused set writes nothing"
+        );
+    }
+}

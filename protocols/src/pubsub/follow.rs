@@ -66,6 +66,11 @@ impl HotDocs {
         (true, evicted)
     }
 
+    /// Bumped by every use: a changed generation means the LRU's content or order changed.
+    pub fn generation(&self) -> u64 {
+        self.tick
+    }
+
     /// Whether `doc` is hot.
     pub fn contains(&self, doc: &DocId) -> bool {
         self.by_doc.contains_key(doc)
