@@ -53,6 +53,7 @@
 //! | `fuzzing` | `fuzzing`: the bodies of the cargo-fuzz targets in `fuzz/` |
 
 pub mod backfill;
+mod clock;
 pub mod connectivity;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -67,5 +68,6 @@ pub mod generated;
 pub mod node;
 pub mod pubsub;
 pub mod replicator;
+mod rng;
 #[cfg(feature = "test-util")]
 pub mod testing;

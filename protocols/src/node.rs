@@ -110,6 +110,7 @@ use hypha_store::{
 };
 
 use crate::backfill::{self, Backfill, RequestId};
+use crate::clock::Monotonic;
 use crate::connectivity::{self, Address, Connectivity, Path, Reason};
 use crate::head_sync::{self, HeadSync};
 use crate::pubsub::{self, Follows, TopicChange, Update};
@@ -575,7 +576,7 @@ pub struct Node<P> {
     commands: VecDeque<Command<P>>,
     events: VecDeque<Event<P>>,
     stats: Stats,
-    last_now: Option<Instant>,
+    clock: Monotonic,
 }
 
 impl<P: Peer> Node<P> {
@@ -606,7 +607,7 @@ impl<P: Peer> Node<P> {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
-            last_now: None,
+            clock: Monotonic::default(),
         }
     }
 
@@ -1843,9 +1844,6 @@ impl<P: Peer> Node<P> {
     }
 
     fn advance(&mut self, now: Instant) {
-        if let Some(last) = self.last_now {
-            assert!(now >= last, "time went backwards: {now:?} < {last:?}");
-        }
-        self.last_now = Some(now);
+        self.clock.advance(now);
     }
 }

@@ -39,6 +39,7 @@ use serde_json::{Map, Value};
 
 use crate::connectivity::{self, Path};
 use crate::node::{self, Command, Config, Event, Node, PersistToken, Protocol, Verdict};
+use crate::rng::SplitMix64;
 
 /// Adjusts node `i`'s coordinator configuration before it starts.
 pub type Configure = fn(u16, Config<u16>) -> Config<u16>;
@@ -171,7 +172,7 @@ pub struct Network {
     hosts: Vec<Host>,
     queue: BTreeMap<(Instant, u64), Delivery>,
     seq: u64,
-    rng: u64,
+    rng: SplitMix64,
     links: BTreeSet<(u16, u16)>,
     held: BTreeSet<(u16, u16)>,
     cut: BTreeSet<(u16, u16)>,
@@ -194,7 +195,7 @@ impl Network {
             hosts: Vec::new(),
             queue: BTreeMap::new(),
             seq: 0,
-            rng: options.seed ^ 0x9e37_79b9_7f4a_7c15,
+            rng: SplitMix64::new(options.seed ^ 0x9e37_79b9_7f4a_7c15),
             links: BTreeSet::new(),
             held: BTreeSet::new(),
             cut: BTreeSet::new(),
@@ -1051,17 +1052,8 @@ impl Network {
         }
     }
 
-    fn next_random(&mut self) -> u64 {
-        // splitmix64: tiny, seeded, and good enough for jitter and loss.
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     fn chance(&mut self, p: f64) -> bool {
-        p > 0.0 && (self.next_random() >> 11) as f64 / (1u64 << 53) as f64 <= p
+        p > 0.0 && (self.rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64 <= p
     }
 
     fn jitter(&mut self) -> Duration {
@@ -1069,7 +1061,7 @@ impl Network {
         if max == 0 {
             return Duration::ZERO;
         }
-        Duration::from_nanos(self.next_random() % max)
+        Duration::from_nanos(self.rng.next_u64() % max)
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use hypha_crdt::{BlockError, BlockSource, Cid, DocId, VerifiedBlock};
 
+use crate::clock::Monotonic;
 use crate::generated::hypha::backfill::v1 as pb;
 use crate::wire::{DEFAULT_MAX_FRAME_BYTES, DecodeError, decode_message, encode_frame};
 
@@ -215,7 +216,7 @@ pub struct Backfill<P> {
     in_flight: BTreeMap<RequestId, InFlight<P>>,
     transmits: VecDeque<Transmit<P>>,
     events: VecDeque<Event<P>>,
-    last_now: Option<Instant>,
+    clock: Monotonic,
 }
 
 impl<P: Copy + Ord + fmt::Debug> Backfill<P> {
@@ -227,7 +228,7 @@ impl<P: Copy + Ord + fmt::Debug> Backfill<P> {
             in_flight: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            last_now: None,
+            clock: Monotonic::default(),
         }
     }
 
@@ -355,10 +356,7 @@ impl<P: Copy + Ord + fmt::Debug> Backfill<P> {
     }
 
     fn advance(&mut self, now: Instant) {
-        if let Some(last) = self.last_now {
-            assert!(now >= last, "time went backwards: {now:?} < {last:?}");
-        }
-        self.last_now = Some(now);
+        self.clock.advance(now);
     }
 
     fn misbehaved(&mut self, peer: P, violation: Violation) {

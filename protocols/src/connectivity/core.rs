@@ -5,6 +5,9 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use crate::clock::Monotonic;
+use crate::rng::SplitMix64;
+
 /// A peer's address, opaque to the core: multiaddr bytes in the node, whatever the network
 /// model uses in the simulator (a relayed address included: the core never looks inside).
 pub type Address = Vec<u8>;
@@ -346,7 +349,7 @@ pub struct Connectivity<P> {
     /// Set when a decision waited for room in the queue: the driver should come back at once.
     starved: bool,
     stats: Stats,
-    last_now: Option<Instant>,
+    clock: Monotonic,
 }
 
 impl<P: Copy + Ord + fmt::Debug> Connectivity<P> {
@@ -356,7 +359,7 @@ impl<P: Copy + Ord + fmt::Debug> Connectivity<P> {
         config.backoff_max = config.backoff_max.max(config.backoff_min);
         Connectivity {
             config,
-            rng: SplitMix64(seed),
+            rng: SplitMix64::new(seed),
             wanted: BTreeMap::new(),
             connections: BTreeMap::new(),
             relays: BTreeMap::new(),
@@ -367,7 +370,7 @@ impl<P: Copy + Ord + fmt::Debug> Connectivity<P> {
             commands: VecDeque::new(),
             starved: false,
             stats: Stats::default(),
-            last_now: None,
+            clock: Monotonic::default(),
         }
     }
 
@@ -720,7 +723,7 @@ impl<P: Copy + Ord + fmt::Debug> Connectivity<P> {
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.starved {
-            return self.last_now;
+            return self.clock.last();
         }
         let slots = self.dials_in_flight() < self.config.max_dials_in_flight;
         let dials = self.wanted.values().filter_map(|w| match w.dial {
@@ -786,10 +789,7 @@ impl<P: Copy + Ord + fmt::Debug> Connectivity<P> {
     }
 
     fn advance(&mut self, now: Instant) {
-        if let Some(last) = self.last_now {
-            assert!(now >= last, "time went backwards: {now:?} < {last:?}");
-        }
-        self.last_now = Some(now);
+        self.clock.advance(now);
     }
 
     /// Brings the commands in line with the state: what timed out fails, then releases,
@@ -1271,18 +1271,7 @@ fn merge(known: &mut Vec<Address>, new: Vec<Address>, max_count: usize, max_byte
     added
 }
 
-/// SplitMix64: a tiny, well-mixed, seedable generator; plenty for jitter.
-struct SplitMix64(u64);
-
 impl SplitMix64 {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
     /// `wait` scaled by a factor drawn uniformly from [0.8, 1.2] (in thousandths), so that
     /// peers that failed together do not redial together.
     fn jitter(&mut self, wait: Duration) -> Duration {

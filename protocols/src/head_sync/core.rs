@@ -9,7 +9,9 @@ use hypha_crdt::sync_index::{Iblt, ItemHash, Root, SKETCH_CELLS};
 use hypha_crdt::{Cid, CollectionId, DocId};
 use siphasher::sip::SipHasher24;
 
+use crate::clock::Monotonic;
 use crate::generated::hypha::head_sync::v1 as pb;
+use crate::rng::SplitMix64;
 use crate::wire::{DEFAULT_MAX_FRAME_BYTES, DecodeError, decode_message, encode_frame};
 
 /// Read access to the local sync index and document heads.
@@ -366,13 +368,13 @@ struct Session<P> {
 pub struct HeadSync<P> {
     config: Config,
     next_id: u64,
-    rng: u64,
+    rng: SplitMix64,
     sessions: BTreeMap<SessionId, Session<P>>,
     transmits: VecDeque<Transmit<P>>,
     events: VecDeque<Event<P>>,
     stats: Stats,
     allowed_sources: Option<BTreeSet<P>>,
-    last_now: Option<Instant>,
+    clock: Monotonic,
 }
 
 impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
@@ -381,13 +383,13 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
         HeadSync {
             config,
             next_id: 0,
-            rng: seed ^ 0x6a09_e667_f3bc_c908,
+            rng: SplitMix64::new(seed ^ 0x6a09_e667_f3bc_c908),
             sessions: BTreeMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
             allowed_sources: None,
-            last_now: None,
+            clock: Monotonic::default(),
         }
     }
 
@@ -617,7 +619,7 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
         let id = SessionId(self.next_id);
         self.next_id += 1;
         self.stats.sessions += 1;
-        let key = (self.random(), self.random());
+        let key = (self.rng.next_u64(), self.rng.next_u64());
         let session = Session {
             peer,
             mode,
@@ -1342,19 +1344,8 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
             .push_back(Event::PeerMisbehaved { peer, violation });
     }
 
-    fn random(&mut self) -> u64 {
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     fn advance(&mut self, now: Instant) {
-        if let Some(last) = self.last_now {
-            assert!(now >= last, "time went backwards: {now:?} < {last:?}");
-        }
-        self.last_now = Some(now);
+        self.clock.advance(now);
     }
 }
 

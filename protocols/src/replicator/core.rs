@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use hypha_crdt::{BlockError, Cid, CollectionId, DocId, VerifiedBlock};
 
+use crate::clock::Monotonic;
 use crate::generated::hypha::replicator::v1 as pb;
 use crate::wire::{DEFAULT_MAX_FRAME_BYTES, DecodeError, decode_message, encode_frame};
 
@@ -342,7 +343,7 @@ pub struct Replicator<P> {
     transmits: VecDeque<Transmit<P>>,
     events: VecDeque<Event<P>>,
     stats: Stats,
-    last_now: Option<Instant>,
+    clock: Monotonic,
 }
 
 impl<P: Copy + Ord + fmt::Debug> Replicator<P> {
@@ -357,7 +358,7 @@ impl<P: Copy + Ord + fmt::Debug> Replicator<P> {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
-            last_now: None,
+            clock: Monotonic::default(),
         }
     }
 
@@ -764,10 +765,7 @@ impl<P: Copy + Ord + fmt::Debug> Replicator<P> {
     }
 
     fn advance(&mut self, now: Instant) {
-        if let Some(last) = self.last_now {
-            assert!(now >= last, "time went backwards: {now:?} < {last:?}");
-        }
-        self.last_now = Some(now);
+        self.clock.advance(now);
     }
 }
 
