@@ -31,6 +31,7 @@
 //! A change to a message that an older peer would misread gets a new version.
 
 use hypha_crdt::block::MAX_BLOCK_BYTES;
+use hypha_crdt::{Cid, CollectionId, DocId};
 use quick_protobuf::{BytesReader, MessageRead, MessageWrite, Writer};
 
 use crate::generated::hypha::backfill::v1 as backfill;
@@ -138,6 +139,28 @@ impl WireMessage for head_sync::Frame {
 impl WireMessage for pubsub::Update {}
 impl WireMessage for replicator::Frame {
     const NESTED: Nested = Nested(&[(1, &LEAF), (2, &LEAF)]);
+}
+
+/// A docID carried as its 16 bytes.
+pub(crate) fn doc_id(bytes: &[u8]) -> Result<DocId, DecodeError> {
+    <[u8; 16]>::try_from(bytes)
+        .map(DocId::from_bytes)
+        .map_err(|_| DecodeError("a docID that is not 16 bytes".to_owned()))
+}
+
+/// A collection identity carried as its binary CID.
+pub(crate) fn collection_id(bytes: &[u8]) -> Result<CollectionId, DecodeError> {
+    Cid::try_from(bytes)
+        .map(CollectionId)
+        .map_err(|_| DecodeError("a collection id that is not a CID".to_owned()))
+}
+
+/// Block CIDs carried as binary CIDs (bound their number before calling).
+pub(crate) fn cids(list: &[Vec<u8>]) -> Result<Vec<Cid>, DecodeError> {
+    list.iter()
+        .map(|c| Cid::try_from(c.as_slice()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| DecodeError("a block id that is not a CID".to_owned()))
 }
 
 /// Decodes the protobuf bytes of one frame (without its length prefix).

@@ -12,7 +12,7 @@ use siphasher::sip::SipHasher24;
 use crate::clock::Monotonic;
 use crate::generated::hypha::head_sync::v1 as pb;
 use crate::rng::SplitMix64;
-use crate::wire::{DEFAULT_MAX_FRAME_BYTES, DecodeError, decode_message, encode_frame};
+use crate::wire::{self, DEFAULT_MAX_FRAME_BYTES, DecodeError, decode_message, encode_frame};
 
 /// Read access to the local sync index and document heads.
 pub trait SyncSource {
@@ -933,7 +933,7 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
     ) -> Result<(), Violation> {
         let id = SessionId(m.session);
         self.session_of(id, peer)?;
-        let c = collection_id(&m.collection)?;
+        let c = wire::collection_id(&m.collection)?;
         let before = optional_doc(&m.before)?;
         let range = match before {
             None => LIST_RANGES - 1,
@@ -1208,7 +1208,7 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
         m: pb::SketchRequest,
         source: &impl SyncSource,
     ) -> Result<(), Violation> {
-        let c = collection_id(&m.collection)?;
+        let c = wire::collection_id(&m.collection)?;
         let level = usize::try_from(m.level).map_err(|_| Violation::OverBounds)?;
         if level >= SKETCH_CELLS.len() {
             return Err(Violation::OverBounds);
@@ -1234,7 +1234,7 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
         self.stats.served += 1;
         let mut docs = Vec::with_capacity(m.docs.len());
         for raw in &m.docs {
-            let doc = doc_id(raw)?;
+            let doc = wire::doc_id(raw)?;
             let entry = match source.heads(&doc) {
                 Some((c, heads)) => doc_heads(&doc, &c, &heads),
                 None => pb::DocHeads {
@@ -1260,7 +1260,7 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
         m: pb::ListRequest,
         source: &impl SyncSource,
     ) -> Result<(), Violation> {
-        let c = collection_id(&m.collection)?;
+        let c = wire::collection_id(&m.collection)?;
         let limit = usize::try_from(m.limit).map_err(|_| Violation::OverBounds)?;
         if limit == 0 || limit > self.config.list_page || m.key.len() != 16 {
             return Err(Violation::OverBounds);
@@ -1429,17 +1429,12 @@ fn tags(source: &impl SyncSource) -> BTreeMap<u64, CollectionId> {
 }
 
 fn parse_doc_heads(entry: &pb::DocHeads) -> Result<(DocId, u64, Vec<Cid>), Violation> {
-    let doc = doc_id(&entry.doc)?;
+    let doc = wire::doc_id(&entry.doc)?;
     if entry.heads.len() > MAX_HEADS {
         return Err(Violation::OverBounds);
     }
     let collection = entry.collection_tag;
-    let mut heads = entry
-        .heads
-        .iter()
-        .map(|h| Cid::try_from(h.as_slice()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| Violation::Malformed(DecodeError("a head that is not a CID".into())))?;
+    let mut heads = wire::cids(&entry.heads)?;
     heads.sort();
     heads.dedup();
     Ok((doc, collection, heads))
@@ -1454,22 +1449,10 @@ fn collection_tag(c: &CollectionId) -> u64 {
     u64::from_be_bytes(b)
 }
 
-fn collection_id(bytes: &[u8]) -> Result<CollectionId, Violation> {
-    Cid::try_from(bytes)
-        .map(CollectionId)
-        .map_err(|_| Violation::Malformed(DecodeError("a collection id that is not a CID".into())))
-}
-
-fn doc_id(bytes: &[u8]) -> Result<DocId, Violation> {
-    <[u8; 16]>::try_from(bytes)
-        .map(DocId::from_bytes)
-        .map_err(|_| Violation::Malformed(DecodeError("a docID that is not 16 bytes".into())))
-}
-
 fn optional_doc(bytes: &[u8]) -> Result<Option<DocId>, Violation> {
     if bytes.is_empty() {
         Ok(None)
     } else {
-        doc_id(bytes).map(Some)
+        Ok(Some(wire::doc_id(bytes)?))
     }
 }

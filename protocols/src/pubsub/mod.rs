@@ -50,7 +50,7 @@ use hypha_crdt::{Cid, CollectionId, DocId, VerifiedBlock};
 
 pub use self::follow::{Follows, HotDocs, TopicChange};
 use crate::generated::hypha::pubsub::v1 as pb;
-use crate::wire::{DecodeError, decode_message};
+use crate::wire::{self, DecodeError, decode_message};
 
 /// The version of the topic scheme (names, shard count and shard hash).
 pub const SCHEME_VERSION: u32 = 1;
@@ -186,23 +186,14 @@ impl Update {
     pub fn decode(bytes: &[u8]) -> Result<Update, Invalid> {
         let m = decode_message::<pb::Update>(bytes)?;
         let bad = |what: &str| Invalid::Malformed(DecodeError(what.to_owned()));
-        let doc_id = <[u8; 16]>::try_from(m.doc_id.as_slice())
-            .map(DocId::from_bytes)
-            .map_err(|_| bad("a docID that is not 16 bytes"))?;
-        let collection = Cid::try_from(m.collection_id.as_slice())
-            .map(CollectionId)
-            .map_err(|_| bad("a collection id that is not a CID"))?;
+        let doc_id = wire::doc_id(&m.doc_id)?;
+        let collection = wire::collection_id(&m.collection_id)?;
         let cid =
             Cid::try_from(m.cid.as_slice()).map_err(|_| bad("a block id that is not a CID"))?;
         if m.heads.len() > MAX_UPDATE_HEADS {
             return Err(bad("too many heads"));
         }
-        let heads = m
-            .heads
-            .iter()
-            .map(|h| Cid::try_from(h.as_slice()))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|_| bad("a head that is not a CID"))?;
+        let heads = wire::cids(&m.heads)?;
         let block = if m.block.is_empty() {
             None
         } else {

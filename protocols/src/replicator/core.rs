@@ -8,7 +8,7 @@ use hypha_crdt::{BlockError, Cid, CollectionId, DocId, VerifiedBlock};
 
 use crate::clock::Monotonic;
 use crate::generated::hypha::replicator::v1 as pb;
-use crate::wire::{DEFAULT_MAX_FRAME_BYTES, DecodeError, decode_message, encode_frame};
+use crate::wire::{self, DEFAULT_MAX_FRAME_BYTES, DecodeError, decode_message, encode_frame};
 
 /// A push made by this node, as a source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -780,21 +780,12 @@ type Parsed = (CollectionId, DocId, Vec<Cid>, Vec<VerifiedBlock>);
 /// document and collection.
 fn parse_push(push: &pb::Push) -> Result<Parsed, Violation> {
     let bad = |what: &str| Violation::Malformed(DecodeError(what.to_owned()));
-    let collection = Cid::try_from(push.collection_id.as_slice())
-        .map(CollectionId)
-        .map_err(|_| bad("a collection id that is not a CID"))?;
-    let doc = <[u8; 16]>::try_from(push.doc_id.as_slice())
-        .map(DocId::from_bytes)
-        .map_err(|_| bad("a docID that is not 16 bytes"))?;
+    let collection = wire::collection_id(&push.collection_id)?;
+    let doc = wire::doc_id(&push.doc_id)?;
     if push.heads.is_empty() || push.heads.len() > hypha_crdt::block::MAX_LINKS {
         return Err(bad("a push without heads or with too many"));
     }
-    let heads = push
-        .heads
-        .iter()
-        .map(|h| Cid::try_from(h.as_slice()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| bad("a head that is not a CID"))?;
+    let heads = wire::cids(&push.heads)?;
     let mut blocks = Vec::with_capacity(push.blocks.len());
     for bytes in &push.blocks {
         let block = VerifiedBlock::decode(bytes, None).map_err(Violation::BadBlock)?;
