@@ -808,26 +808,40 @@ impl<P: Peer> Node<P> {
     ) {
         self.advance(now);
         self.connectivity.handle_connected(peer, path, inbound, now);
-        if !addresses.is_empty() {
-            // Remember every peer, inbound ones too, so a restart reconnects by itself.
-            self.connectivity
-                .want(peer, addresses.clone(), Reason::Remembered, now);
-            let record = PeerRecord {
-                addresses,
-                last_seen: 0,
-            };
-            let peer_key = peer.to_key();
-            self.persist(
-                Mutation::RememberPeer {
-                    peer: peer_key,
-                    record,
-                },
-                Purpose::Quiet,
-            );
-        }
+        self.remember(peer, addresses, now);
         self.replicator.handle_connected(peer, now);
         self.sync_with(peer, store, now);
         self.process(store, now);
+    }
+
+    /// `peer` says it listens on `addresses` (libp2p's identify): remember them, so a restart
+    /// dials it again even when it was the one that dialed (its connection's remote address is
+    /// an ephemeral port). Replaces what was remembered; nothing is stored for an empty list.
+    pub fn remember_peer(&mut self, peer: P, addresses: Vec<Address>, store: &Store, now: Instant) {
+        self.advance(now);
+        self.remember(peer, addresses, now);
+        self.process(store, now);
+    }
+
+    /// Wants `peer` as remembered and persists its addresses.
+    fn remember(&mut self, peer: P, addresses: Vec<Address>, now: Instant) {
+        if addresses.is_empty() {
+            return;
+        }
+        // Remember every peer, inbound ones too, so a restart reconnects by itself.
+        self.connectivity
+            .want(peer, addresses.clone(), Reason::Remembered, now);
+        let record = PeerRecord {
+            addresses,
+            last_seen: 0,
+        };
+        self.persist(
+            Mutation::RememberPeer {
+                peer: peer.to_key(),
+                record,
+            },
+            Purpose::Quiet,
+        );
     }
 
     /// The last connection to `peer` closed.

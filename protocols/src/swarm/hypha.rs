@@ -216,6 +216,33 @@ impl Hypha {
         tokens
     }
 
+    /// Catches up on the collections named `names` from every connected peer now, by head
+    /// exchange, without following them. Returns how many sessions started. See
+    /// [`Node::sync_collections`].
+    ///
+    /// # Errors
+    /// [`FollowError`]: a name is not a local collection, or the store could not be read.
+    pub fn sync_collections(&mut self, names: &[&str]) -> Result<usize, FollowError> {
+        let started = self.node.sync_collections(names, &self.store, now());
+        self.wake();
+        started
+    }
+
+    /// Fetches the current heads of `docs` from every connected peer now, without following
+    /// them. Returns how many sessions started. See [`Node::sync_documents`].
+    pub fn sync_documents(&mut self, docs: &[DocId]) -> usize {
+        let started = self.node.sync_documents(docs, &self.store, now());
+        self.wake();
+        started
+    }
+
+    /// `peer` listens on `addresses` (from identify): remembered, so a restart redials it
+    /// even when it dialed this node. See [`Node::remember_peer`].
+    pub fn remember_peer(&mut self, peer: PeerId, addresses: Vec<Vec<u8>>) {
+        self.node.remember_peer(peer, addresses, &self.store, now());
+        self.wake();
+    }
+
     /// Marks `doc` used by a local read (a hot document). See [`Node::touch`].
     pub fn touch(&mut self, doc: DocId, collection: CollectionId) {
         self.node.touch(doc, collection, now());
