@@ -12,7 +12,7 @@
 
 mod api;
 mod car;
-// CLIENT-PENDING mod client;
+mod client;
 mod identity;
 mod logging;
 mod metrics;
@@ -51,11 +51,14 @@ struct Cli {
 enum Command {
     /// Start a node.
     Start(Box<StartArgs>),
+    /// Talk to a running node's API.
+    Client(client::ClientArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Client(args) => client::run(args),
         Command::Start(args) => match start(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
