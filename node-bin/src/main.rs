@@ -240,6 +240,10 @@ fn hypha(
         .with_hot_docs(settings.hot_docs)
         .with_peers(peers)
         .with_replicator(replicator);
+    let config = match settings.anti_entropy {
+        Some(interval) => config.with_anti_entropy(interval),
+        None => config,
+    };
     let seed = u64::from_le_bytes(peer_id_seed(&key.public().to_peer_id())[..8].try_into()?)
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -101,6 +101,10 @@ pub(crate) struct StartArgs {
         value_name = "SECS,..."
     )]
     pub(crate) replicator_retry_intervals: Option<String>,
+    /// Seconds between anti-entropy rounds (head exchange with peers on what this node follows,
+    /// replicator catch-up) [default: 60]
+    #[arg(long, env = "HYPHA_ANTI_ENTROPY_INTERVAL", value_name = "SECS")]
+    pub(crate) anti_entropy_interval: Option<u64>,
     /// Require `Authorization: Bearer TOKEN` on every API request
     #[arg(
         long,
@@ -143,6 +147,7 @@ struct FileConfig {
     no_signing: bool,
     replicator_sources: Option<Vec<String>>,
     replicator_retry_intervals: Option<Vec<u64>>,
+    anti_entropy_interval: Option<u64>,
     api_token: Option<String>,
     reachability: Option<String>,
     log_format: Option<String>,
@@ -184,6 +189,7 @@ pub(crate) struct Settings {
     pub(crate) signing: bool,
     pub(crate) replicator_sources: Option<Vec<PeerId>>,
     pub(crate) retry_intervals: Option<Vec<Duration>>,
+    pub(crate) anti_entropy: Option<Duration>,
     pub(crate) api_token: Option<String>,
     pub(crate) reachability: Option<ForcedReachability>,
     pub(crate) log_format: LogFormat,
@@ -283,7 +289,12 @@ impl Settings {
                 )));
             }
         };
+        let anti_entropy = match args.anti_entropy_interval.or(file.anti_entropy_interval) {
+            Some(0) => return Err(bad("--anti-entropy-interval: at least 1 second")),
+            other => other.map(Duration::from_secs),
+        };
         Ok(Settings {
+            anti_entropy,
             rootdir,
             url,
             p2p_addrs,
