@@ -761,31 +761,29 @@ async fn events(State(state): Shared) -> Sse<impl Stream<Item = Result<SseEvent,
     let stream = futures::stream::unfold(
         (rx, state, BTreeMap::<CollectionId, String>::new()),
         |(mut rx, state, mut names)| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(change) => {
-                        if !names.contains_key(&change.collection)
-                            && let Ok(all) = state.collection_names()
-                        {
-                            names = all;
-                        }
-                        let data = json!({
-                            "docID": change.doc.to_string(),
-                            "collection": names.get(&change.collection),
-                            "collectionId": change.collection.to_string(),
-                            "heads": change.heads.iter().map(ToString::to_string).collect::<Vec<_>>(),
-                        });
-                        let event = SseEvent::default().event("change").data(data.to_string());
-                        return Some((Ok(event), (rx, state, names)));
+            match rx.recv().await {
+                Ok(change) => {
+                    if !names.contains_key(&change.collection)
+                        && let Ok(all) = state.collection_names()
+                    {
+                        names = all;
                     }
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let event = SseEvent::default()
-                            .event("lagged")
-                            .data(json!({ "missed": n }).to_string());
-                        return Some((Ok(event), (rx, state, names)));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                    let data = json!({
+                        "docID": change.doc.to_string(),
+                        "collection": names.get(&change.collection),
+                        "collectionId": change.collection.to_string(),
+                        "heads": change.heads.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    });
+                    let event = SseEvent::default().event("change").data(data.to_string());
+                    Some((Ok(event), (rx, state, names)))
                 }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    let event = SseEvent::default()
+                        .event("lagged")
+                        .data(json!({ "missed": n }).to_string());
+                    Some((Ok(event), (rx, state, names)))
+                }
+                Err(broadcast::error::RecvError::Closed) => None,
             }
         },
     );
@@ -1185,4 +1183,372 @@ async fn sync_documents(State(state): Shared, body: Body) -> ApiResult {
     let docs = doc_list(&body)?;
     let sessions = state.ask(|tx| NodeRequest::SyncDocuments(docs, tx)).await?;
     Ok(Json(json!({ "sessions": sessions })))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The API in-process over real HTTP on 127.0.0.1, in `--no-p2p` mode (the store only):
+    //! every route's answers and every error path. The p2p routes run in the end-to-end tests.
+
+    use super::*;
+
+    const U: &str = "type Users { Name: String  Age: Int }";
+
+    struct Api {
+        base: String,
+        runtime: tokio::runtime::Runtime,
+    }
+
+    fn api(token: Option<&str>, max_body: usize) -> Api {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let store = Store::memory(hypha_store::Config::new(hypha_crdt::Author::unsigned(
+            [9; 32],
+        )))
+        .unwrap();
+        let state = Arc::new(ApiState {
+            store: Arc::new(store),
+            node: None,
+            changes: broadcast::channel(16).0,
+            metrics: Arc::default(),
+            token: token.map(str::to_string),
+            namespace: "hypha".into(),
+            peer_id: None,
+            replicators: tokio::sync::Mutex::new(()),
+        });
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let base = format!("http://{}/api/v0", listener.local_addr().unwrap());
+        runtime.spawn(async move { axum::serve(listener, router(state, max_body)).await });
+        Api { base, runtime }
+    }
+
+    /// (status, JSON body) of a request.
+    fn call(api: &Api, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        call_with(api, method, path, body, None)
+    }
+
+    fn call_with(
+        api: &Api,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
+        let _ = &api.runtime;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!("{}{path}", api.base);
+        let request = ureq::http::Request::builder().method(method).uri(&url);
+        let request = match token {
+            Some(t) => request.header("Authorization", format!("Bearer {t}")),
+            None => request,
+        };
+        let mut response = agent
+            .run(request.body(body.unwrap_or("").to_string()).unwrap())
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    fn error(v: &Value) -> &str {
+        v["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no error in {v}"))
+    }
+
+    #[test]
+    fn documents_round_trip() {
+        let api = api(None, 1 << 20);
+        let (s, v) = call(&api, "POST", "/schema", Some(U));
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v[0]["name"], "Users");
+        let (s, john) = call(
+            &api,
+            "POST",
+            "/collections/Users",
+            Some(r#"{"Name":"John","Age":21}"#),
+        );
+        assert_eq!(s, 200, "{john}");
+        let doc = john["docID"].as_str().unwrap().to_string();
+        let (s, many) = call(
+            &api,
+            "POST",
+            "/collections/Users",
+            Some(r#"[{"Name":"Andy","Age":74},{"Name":"Fred","Age":31}]"#),
+        );
+        assert_eq!(s, 200);
+        assert_eq!(many.as_array().unwrap().len(), 2);
+
+        let (s, v) = call(
+            &api,
+            "GET",
+            &format!("/collections/Users/documents/{doc}"),
+            None,
+        );
+        assert_eq!(s, 200);
+        assert_eq!(
+            (v["Name"].clone(), v["Age"].clone(), v["_deleted"].clone()),
+            (json!("John"), json!(21), json!(false))
+        );
+        let (s, _) = call(
+            &api,
+            "PATCH",
+            &format!("/collections/Users/documents/{doc}"),
+            Some(r#"{"Age":60}"#),
+        );
+        assert_eq!(s, 200);
+        let (_, v) = call(
+            &api,
+            "GET",
+            "/collections/Users/documents?filter=%7B%22Age%22%3A60%7D",
+            None,
+        );
+        assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v[0]["Name"], "John");
+
+        let (s, deleted) = call(
+            &api,
+            "DELETE",
+            &format!("/collections/Users/documents/{doc}"),
+            None,
+        );
+        assert_eq!(s, 200);
+        let (s, _) = call(
+            &api,
+            "GET",
+            &format!("/collections/Users/documents/{doc}"),
+            None,
+        );
+        assert_eq!(s, 404, "a deleted document is hidden");
+        let (_, v) = call(
+            &api,
+            "GET",
+            &format!("/collections/Users/documents/{doc}?show_deleted=true"),
+            None,
+        );
+        assert_eq!(v["_deleted"], true);
+        let (_, v) = call(&api, "GET", "/collections/Users/documents", None);
+        assert_eq!(v.as_array().unwrap().len(), 2);
+        let (_, v) = call(
+            &api,
+            "GET",
+            "/collections/Users/docIDs?show_deleted=true",
+            None,
+        );
+        assert_eq!(v.as_array().unwrap().len(), 3);
+        let (_, v) = call(&api, "GET", "/collections/Users/documents?limit=1", None);
+        assert_eq!(v.as_array().unwrap().len(), 1);
+
+        // History: create, update, delete, newest first; each block re-hashes to its CID.
+        let (s, h) = call(&api, "GET", &format!("/documents/{doc}/history"), None);
+        assert_eq!(s, 200, "{h}");
+        let blocks = h["blocks"].as_array().unwrap();
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks[0]["cid"], deleted["cid"]);
+        let cid = blocks[0]["cid"].as_str().unwrap();
+        let (s, b) = call(&api, "GET", &format!("/blocks/{cid}?format=json"), None);
+        assert_eq!((s, b["docID"].as_str()), (200, Some(doc.as_str())));
+        let (s, status) = call(&api, "GET", &format!("/documents/{doc}/sync"), None);
+        assert_eq!(s, 200);
+        assert_eq!(status["heads"][0], cid);
+        assert_eq!(status["deleted"], true);
+    }
+
+    #[test]
+    fn raw_blocks_rehash_and_backups_restore() {
+        let api = api(None, 1 << 20);
+        call(&api, "POST", "/schema", Some(U));
+        let (_, john) = call(
+            &api,
+            "POST",
+            "/collections/Users",
+            Some(r#"{"Name":"John","Age":21}"#),
+        );
+        let cid: Cid = parse_cid(john["cid"].as_str().unwrap()).unwrap();
+        let agent = ureq::agent();
+        let bytes = agent
+            .get(&format!("{}/blocks/{cid}", api.base))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_vec()
+            .unwrap();
+        assert_eq!(
+            VerifiedBlock::decode(&bytes, Some(&cid)).unwrap().cid(),
+            cid
+        );
+
+        let car = agent
+            .get(&format!("{}/backup/export", api.base))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_vec()
+            .unwrap();
+        let other = api_with_schema();
+        let mut response = ureq::post(&format!("{}/backup/import", other.base))
+            .send(&car[..])
+            .unwrap();
+        let v: Value = response.body_mut().read_json().unwrap();
+        assert_eq!(
+            (v["blocks"].clone(), v["applied"].clone()),
+            (json!(1), json!(1))
+        );
+        let (_, listed) = call(&other, "GET", "/collections/Users/documents", None);
+        assert_eq!(listed[0]["Name"], "John");
+        // A damaged file writes nothing.
+        let fresh = api_with_schema();
+        let mut broken = car.clone();
+        let last = broken.len() - 2;
+        broken[last] ^= 1;
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut response = agent
+            .post(&format!("{}/backup/import", fresh.base))
+            .send(&broken[..])
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 400);
+        let v: Value = response.body_mut().read_json().unwrap();
+        assert!(error(&v).contains("CAR section 0"), "{v}");
+        let (_, listed) = call(&fresh, "GET", "/collections/Users/documents", None);
+        assert_eq!(listed, json!([]));
+    }
+
+    fn api_with_schema() -> Api {
+        let api = api(None, 1 << 20);
+        call(&api, "POST", "/schema", Some(U));
+        api
+    }
+
+    #[test]
+    fn bad_input_gets_a_clear_error_and_writes_nothing() {
+        let api = api_with_schema();
+        let cases: &[(&str, &str, Option<&str>, u16, &str)] = &[
+            (
+                "POST",
+                "/collections/Books",
+                Some("{}"),
+                404,
+                "collection \"Books\" not found",
+            ),
+            (
+                "POST",
+                "/collections/Users",
+                Some("{nope"),
+                400,
+                "malformed JSON",
+            ),
+            (
+                "POST",
+                "/collections/Users",
+                Some(r#"{"Name":7}"#),
+                400,
+                "Name",
+            ),
+            (
+                "POST",
+                "/collections/Users",
+                Some(r#"{"Shoe":7}"#),
+                400,
+                "Shoe",
+            ),
+            ("POST", "/collections/Users", Some("[1]"), 400, "item 0"),
+            (
+                "POST",
+                "/collections/Users",
+                Some(""),
+                400,
+                "needs a JSON body",
+            ),
+            (
+                "GET",
+                "/collections/Users/documents/bae-nope",
+                None,
+                400,
+                "invalid docID",
+            ),
+            (
+                "GET",
+                "/collections/Users/documents/bae-00000000-0000-5000-8000-000000000000",
+                None,
+                404,
+                "not found",
+            ),
+            ("GET", "/blocks/nope", None, 400, "invalid CID"),
+            (
+                "GET",
+                "/collections/Users/documents?limit=x",
+                None,
+                400,
+                "limit",
+            ),
+            (
+                "GET",
+                "/collections/Users/documents?filter=%5B%5D",
+                None,
+                400,
+                "filter",
+            ),
+            (
+                "GET",
+                "/collections/Users/documents?filter=%7B%22Shoe%22%3A1%7D",
+                None,
+                400,
+                "Shoe",
+            ),
+            ("POST", "/schema", Some("type {"), 400, "schema"),
+            ("GET", "/p2p/info", None, 400, "p2p is disabled"),
+            (
+                "POST",
+                "/p2p/replicators",
+                Some("{}"),
+                400,
+                "p2p is disabled",
+            ),
+            ("GET", "/nope", None, 404, "no such endpoint"),
+        ];
+        for (method, path, body, status, needle) in cases {
+            let (s, v) = call(&api, method, path, *body);
+            assert_eq!(s, *status, "{method} {path}: {v}");
+            assert!(error(&v).contains(needle), "{method} {path}: {v}");
+        }
+        let (_, v) = call(&api, "GET", "/collections/Users/docIDs", None);
+        assert_eq!(v, json!([]), "nothing was written");
+    }
+
+    #[test]
+    fn bodies_past_the_limit_are_refused() {
+        let api = api(None, 1024);
+        call(&api, "POST", "/schema", Some(U));
+        let big = format!(r#"{{"Name":"{}"}}"#, "x".repeat(4096));
+        let (s, v) = call(&api, "POST", "/collections/Users", Some(&big));
+        assert_eq!(s, 413, "{v}");
+        error(&v);
+    }
+
+    #[test]
+    fn the_token_guards_every_route() {
+        let api = api(Some("s3cret"), 1 << 20);
+        for path in ["/health", "/collections", "/metrics"] {
+            let (s, v) = call(&api, "GET", path, None);
+            assert_eq!(s, 401, "{path}: {v}");
+            let (s, _) = call_with(&api, "GET", path, None, Some("wrong"));
+            assert_eq!(s, 401);
+            let (s, _) = call_with(&api, "GET", path, None, Some("s3cret"));
+            assert_eq!(s, 200, "{path}");
+        }
+    }
 }

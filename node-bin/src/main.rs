@@ -134,10 +134,10 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
                 .listen_on(address.clone())
                 .map_err(|e| format!("--p2paddr {address}: {e}"))?;
             #[cfg(feature = "quic")]
-            if let Some(quic) = quic_twin(address) {
-                if let Err(e) = swarm.listen_on(quic.clone()) {
-                    tracing::warn!(target: "hypha.net", { "Address" = %quic, "Error" = %e }, "No QUIC listener");
-                }
+            if let Some(quic) = quic_twin(address)
+                && let Err(e) = swarm.listen_on(quic.clone())
+            {
+                tracing::warn!(target: "hypha.net", { "Address" = %quic, "Error" = %e }, "No QUIC listener");
             }
         }
         let hypha = &mut swarm.behaviour_mut().hypha;

@@ -136,6 +136,9 @@ pub(crate) struct NodeStats {
     pub(crate) gossip_peers: usize,
 }
 
+/// A `p2p connect` waiting for its connection, until its deadline.
+type ConnectWaiter = (Instant, Reply<Result<(), String>>);
+
 /// What a persist token's result goes to.
 enum Waiter {
     Commit(Reply<Result<Committed, CommitError>>),
@@ -159,7 +162,7 @@ pub(crate) struct Service {
     waiters: BTreeMap<PersistToken, Waiter>,
     groups: BTreeMap<u64, Group>,
     next_group: u64,
-    connects: BTreeMap<PeerId, Vec<(Instant, Reply<Result<(), String>>)>>,
+    connects: BTreeMap<PeerId, Vec<ConnectWaiter>>,
     /// Lookups in flight (`QueryId` is not `Ord`; nothing iterates this map), oldest first.
     lookups: HashMap<kad::QueryId, Vec<u8>>,
     lookup_order: VecDeque<kad::QueryId>,
@@ -372,11 +375,11 @@ impl Service {
             .addresses(vec![address])
             .condition(PeerCondition::DisconnectedAndNotDialing)
             .build();
-        if let Err(e) = self.swarm.dial(dial) {
-            if !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_)) {
-                let _ = reply.send(Err(format!("dial {peer}: {e}")));
-                return;
-            }
+        if let Err(e) = self.swarm.dial(dial)
+            && !matches!(e, libp2p::swarm::DialError::DialPeerConditionFalse(_))
+        {
+            let _ = reply.send(Err(format!("dial {peer}: {e}")));
+            return;
         }
         self.connects
             .entry(peer)
@@ -498,29 +501,29 @@ impl Service {
                 self.on_identified(peer_id, info);
             }
             BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
-                id, result, step, ..
+                id,
+                result: kad::QueryResult::GetProviders(result),
+                step,
+                ..
             }) => {
-                if let kad::QueryResult::GetProviders(result) = result {
-                    let key = if step.last {
-                        self.lookups.remove(&id)
-                    } else {
-                        self.lookups.get(&id).cloned()
-                    };
-                    if let (Some(key), Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) =
-                        (key, result)
-                    {
-                        let local = *self.swarm.local_peer_id();
-                        let providers: Vec<_> = providers
-                            .into_iter()
-                            .filter(|p| *p != local)
-                            .map(|p| (p, Vec::new()))
-                            .collect();
-                        if !providers.is_empty() {
-                            tracing::debug!(target: "hypha.net", { "Count" = providers.len() }, "Providers found");
-                            self.hypha().handle_connectivity(|c, now| {
-                                c.handle_providers(&key, providers, now)
-                            });
-                        }
+                let key = if step.last {
+                    self.lookups.remove(&id)
+                } else {
+                    self.lookups.get(&id).cloned()
+                };
+                if let (Some(key), Ok(kad::GetProvidersOk::FoundProviders { providers, .. })) =
+                    (key, result)
+                {
+                    let local = *self.swarm.local_peer_id();
+                    let providers: Vec<_> = providers
+                        .into_iter()
+                        .filter(|p| *p != local)
+                        .map(|p| (p, Vec::new()))
+                        .collect();
+                    if !providers.is_empty() {
+                        tracing::debug!(target: "hypha.net", { "Count" = providers.len() }, "Providers found");
+                        self.hypha()
+                            .handle_connectivity(|c, now| c.handle_providers(&key, providers, now));
                     }
                 }
             }
