@@ -5,13 +5,13 @@
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
 use hypha_crdt::{Cid, VerifiedBlock};
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 /// Whether `line` starts with the seed's timestamp, `2026-11-25T07:18:17.276-0000, `.
@@ -291,11 +291,7 @@ fn kill9_loses_no_acknowledged_write() {
                 }
             },
         );
-        let killed = Command::new("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status()
-            .expect("kill -KILL");
-        assert!(killed.success(), "kill -KILL {pid}");
+        signal(pid, Signal::SIGKILL);
         stop.store(true, Ordering::Relaxed);
     });
     n.kill9();

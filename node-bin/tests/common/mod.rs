@@ -18,6 +18,7 @@ use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 
 /// The node binary under test.
@@ -293,11 +294,7 @@ impl Node {
             .child
             .take()
             .unwrap_or_else(|| panic!("{} is not running", self.name));
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(sent.success(), "kill -TERM {} failed", child.id());
+        signal(child.id(), Signal::SIGTERM);
         let name = self.name.clone();
         poll(
             DEADLINE,
@@ -569,6 +566,13 @@ pub(crate) fn one_line_failure(out: &Output, what: &str) -> String {
         "{what}: the error should be one line, stderr was:\n{stderr}"
     );
     stderr.trim_end().to_string()
+}
+
+/// Sends `signal` to the process `pid`.
+pub(crate) fn signal(pid: u32, signal: Signal) {
+    let raw = i32::try_from(pid).expect("a PID fits in i32");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(raw), signal)
+        .unwrap_or_else(|e| panic!("kill -{signal} {pid}: {e}"));
 }
 
 /// Removes the environment that would change what `hypha` does.
