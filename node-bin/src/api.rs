@@ -277,9 +277,7 @@ impl Body {
                 })
             })
             .collect::<ApiResult<Vec<_>>>()?;
-        if out.is_empty() {
-            return Err(ApiError::bad(format!("name at least one of {what}")));
-        }
+        // An empty list is a no-op (SCENARIOS F3), not an error.
         Ok(out)
     }
 }
@@ -1168,6 +1166,9 @@ async fn unfollow_documents(State(state): Shared, body: Body) -> ApiResult {
 async fn sync_collections(State(state): Shared, body: Body) -> ApiResult {
     state.node()?;
     let names = body.strings("collections")?;
+    if names.is_empty() {
+        return Ok(Json(json!({ "sessions": 0 })));
+    }
     for name in &names {
         state.collection(name)?;
     }
@@ -1181,6 +1182,9 @@ async fn sync_collections(State(state): Shared, body: Body) -> ApiResult {
 async fn sync_documents(State(state): Shared, body: Body) -> ApiResult {
     state.node()?;
     let docs = doc_list(&body)?;
+    if docs.is_empty() {
+        return Ok(Json(json!({ "sessions": 0 })));
+    }
     let sessions = state.ask(|tx| NodeRequest::SyncDocuments(docs, tx)).await?;
     Ok(Json(json!({ "sessions": sessions })))
 }

@@ -165,6 +165,7 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
             changes.clone(),
             Arc::clone(&metrics),
             settings.network.clone(),
+            settings.relay || settings.reachability == Some(ForcedReachability::Public),
         ));
     } else {
         tracing::info!(target: "hypha.cli", "P2P is disabled (--no-p2p): the API and the store only");

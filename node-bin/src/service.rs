@@ -168,6 +168,10 @@ pub(crate) struct Service {
     lookup_order: VecDeque<kad::QueryId>,
     relay_listeners: HashMap<ListenerId, PeerId>,
     connections: BTreeMap<PeerId, BTreeMap<ConnectionId, Multiaddr>>,
+    /// Take listen addresses as external ones (a `--relay` node, or `--reachability public`):
+    /// a relay serves reservations only on a confirmed external address, and an operator who
+    /// says the node is public knows its addresses better than AutoNAT on a LAN or loopback.
+    advertise_listen: bool,
 }
 
 impl Service {
@@ -177,6 +181,7 @@ impl Service {
         changes: broadcast::Sender<Change>,
         metrics: Arc<Metrics>,
         network: String,
+        advertise_listen: bool,
     ) -> Service {
         Service {
             swarm,
@@ -192,6 +197,7 @@ impl Service {
             lookup_order: VecDeque::new(),
             relay_listeners: HashMap::new(),
             connections: BTreeMap::new(),
+            advertise_listen,
         }
     }
 
@@ -421,12 +427,23 @@ impl Service {
                 if let Some(relay) = self.relay_listeners.get(&listener_id) {
                     tracing::info!(target: "hypha.net", { "Relay" = %relay, "Address" = %with_peer(address, id) }, "Reachable through relay");
                 } else {
-                    tracing::info!(target: "hypha.net", { "Address" = %with_peer(address, id) }, "Listening");
+                    tracing::info!(target: "hypha.net", { "Address" = %with_peer(address.clone(), id) }, "Listening");
+                    if self.advertise_listen && !is_unspecified(&address) {
+                        self.swarm.add_external_address(address);
+                    }
                 }
             }
-            SwarmEvent::ListenerClosed { listener_id, .. } => {
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
                 if let Some(relay) = self.relay_listeners.remove(&listener_id) {
-                    tracing::info!(target: "hypha.net", { "Relay" = %relay }, "Relay reservation closed");
+                    let reason = match reason {
+                        Ok(()) => "closed".to_string(),
+                        Err(e) => crate::api::chain(&e),
+                    };
+                    tracing::info!(target: "hypha.net", { "Relay" = %relay, "Reason" = %reason }, "Relay reservation closed");
                     self.hypha()
                         .handle_connectivity(|c, now| c.handle_relay_failed(relay, now));
                 }
@@ -756,6 +773,15 @@ impl Service {
             Command::Dial { .. } => {}
         }
     }
+}
+
+/// Whether `address` names no host (`0.0.0.0`, `::`): never an external address.
+fn is_unspecified(address: &Multiaddr) -> bool {
+    address.iter().any(|p| match p {
+        Segment::Ip4(ip) => ip.is_unspecified(),
+        Segment::Ip6(ip) => ip.is_unspecified(),
+        _ => false,
+    })
 }
 
 /// `address` ending in `/p2p/<peer>` (added if missing).

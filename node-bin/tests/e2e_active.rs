@@ -256,9 +256,6 @@ fn e10_target_without_the_collection_gets_it_after_adding_the_schema() {
 
 /// J1: a replicator reaches a node that is only reachable through a relay.
 #[test]
-#[ignore = "node bug: R (--relay, on loopback) never has a confirmed external address, so \
-            libp2p-relay keeps its hop protocol disabled: N1's reservations fail at once \
-            with Reservation(Unsupported)"]
 fn j1_replicator_through_a_relay() {
     let r = Node::start_with("R", Opts::with(&["--relay"]));
     let n1 = Node::start_with(
