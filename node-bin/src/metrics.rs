@@ -26,6 +26,8 @@ pub(crate) struct Metrics {
     pub(crate) persist_failed: AtomicU64,
     /// Store reads that failed.
     pub(crate) store_failed: AtomicU64,
+    /// Peers banned for repeated violations.
+    pub(crate) peers_banned: AtomicU64,
     /// Peers connected (first connection).
     pub(crate) connections_opened: AtomicU64,
     /// API requests answered, by status class.

@@ -625,6 +625,10 @@ impl Service {
             } => {
                 tracing::debug!(target: "hypha.net", { "PeerId" = %peer, "Protocol" = protocol.name(), "Error" = %error }, "Stream failed");
             }
+            HyphaEvent::Banned { peer, for_ } => {
+                self.metrics.peers_banned.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "hypha.net", { "PeerId" = %peer, "Seconds" = for_.as_secs() }, "Banned a peer for repeated violations");
+            }
             HyphaEvent::PublishFailed { topic, error } => {
                 tracing::debug!(target: "hypha.net", { "Topic" = %topic, "Error" = %error }, "Publish failed");
             }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use libp2p_gossipsub::{
-    self as gossipsub, MessageAuthenticity, MessageId, PeerScoreParams, PeerScoreThresholds,
-    TopicScoreParams, ValidationMode, score_parameter_decay,
+    self as gossipsub, IdentityTransform, MaxCountSubscriptionFilter, MessageAuthenticity,
+    MessageId, PeerScoreParams, PeerScoreThresholds, TopicHash, TopicScoreParams,
+    TopicSubscriptionFilter, ValidationMode, score_parameter_decay,
 };
 use libp2p_identity::Keypair;
 
@@ -14,13 +15,41 @@ use crate::pubsub;
 /// The default of [`HyphaConfig::with_max_transmit_bytes`](super::HyphaConfig::with_max_transmit_bytes).
 pub(super) const DEFAULT_MAX_TRANSMIT_BYTES: usize = 128 * 1024;
 
+/// Topics a peer may be known to follow (gossipsub keeps a set per peer): past it, a peer's
+/// subscription request is refused whole. Hypha joins at most 65 topics per followed
+/// collection (the collection's and 64 shards), so this allows about 150 collections.
+pub const DEFAULT_MAX_TOPICS_PER_PEER: usize = 10_000;
+
+/// Gossipsub with Hypha's subscription filter.
+pub type Gossipsub = gossipsub::Behaviour<IdentityTransform, Filter>;
+
+/// The subscription filter: topics of this network only, a bounded number per peer.
+pub type Filter = MaxCountSubscriptionFilter<NamespaceTopics>;
+
+/// Accepts only the pubsub topics of one network (`/hypha/<namespace>/pubsub/…`), for this
+/// node's own subscriptions and for what peers say they follow: a peer announcing topics of
+/// another network or application costs no memory here.
+#[derive(Debug, Clone)]
+pub struct NamespaceTopics {
+    prefix: String,
+}
+
+impl TopicSubscriptionFilter for NamespaceTopics {
+    fn can_subscribe(&mut self, topic: &TopicHash) -> bool {
+        topic.as_str().starts_with(&self.prefix)
+    }
+}
+
 /// Gossipsub as Hypha needs it: signed messages checked strictly, nothing forwarded before the
-/// coordinator validated it, the block's CID per topic as the message id, peer scoring on.
+/// coordinator validated it, the block's CID per topic as the message id, peer scoring on,
+/// subscriptions filtered to `namespace`'s topics and at most `max_topics` per peer.
 pub(super) fn behaviour(
     keypair: &Keypair,
+    namespace: &str,
     heartbeat: Option<Duration>,
     max_transmit_bytes: usize,
-) -> gossipsub::Behaviour {
+    max_topics: usize,
+) -> Gossipsub {
     let mut builder = gossipsub::ConfigBuilder::default();
     builder
         .validation_mode(ValidationMode::Strict)
@@ -39,8 +68,17 @@ pub(super) fn behaviour(
     let gossipsub_config = builder.build().expect("valid gossipsub config");
     let signed = MessageAuthenticity::Signed(keypair.clone());
     // invariant: signed messages with strict validation is a valid pair.
+    let filter = MaxCountSubscriptionFilter {
+        filter: NamespaceTopics {
+            prefix: format!("/hypha/{namespace}/pubsub/"),
+        },
+        max_subscribed_topics: max_topics,
+        // A peer announces all it follows in its first message: as many as it may follow.
+        max_subscriptions_per_request: max_topics,
+    };
     let mut behaviour =
-        gossipsub::Behaviour::new(signed, gossipsub_config).expect("signed, strict");
+        gossipsub::Behaviour::new_with_subscription_filter(signed, gossipsub_config, filter)
+            .expect("signed, strict");
     // invariant: the parameters below are within the documented ranges; scoring is set once.
     behaviour
         .with_peer_score(peer_score_params(), PeerScoreThresholds::default())
@@ -49,7 +87,8 @@ pub(super) fn behaviour(
 }
 
 /// Peer scoring: gossipsub's defaults (gossip −10, publish −50, graylist −80; IP colocation
-/// and behaviour penalties on), with positive topic scores capped at 100.
+/// and behaviour penalties on; the application score, weighted 10, is minus the peer's
+/// [`standing`](crate::standing) points), with positive topic scores capped at 100.
 fn peer_score_params() -> PeerScoreParams {
     PeerScoreParams {
         topic_score_cap: 100.0,

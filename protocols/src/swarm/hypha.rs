@@ -19,15 +19,16 @@ use libp2p_identity::{Keypair, PeerId};
 use libp2p_swarm::behaviour::{ConnectionClosed, ConnectionEstablished, DialFailure};
 use libp2p_swarm::dial_opts::DialOpts;
 use libp2p_swarm::{
-    ConnectionDenied, ConnectionHandlerSelect, ConnectionId, DialError, FromSwarm,
+    CloseConnection, ConnectionDenied, ConnectionHandlerSelect, ConnectionId, DialError, FromSwarm,
     NetworkBehaviour, StreamProtocol, THandler, THandlerInEvent, THandlerOutEvent, ToSwarm,
 };
 
 use super::gossip;
 use super::persist::Persister;
 use super::{Config, Event as FramesEvent, Frames, SendError, StreamError};
-use crate::connectivity::{self, Connectivity, Path};
+use crate::connectivity::{self, Connectivity, Path, Reason};
 use crate::node::{self, Command, FollowError, Node, Peer, PersistToken, Protocol, Verdict};
+use crate::standing::{self, Standing};
 
 /// Hypha in a `Swarm`: the coordinator, Hypha's stream protocols and gossipsub, persisting to
 /// the store off the event loop. See the [module docs](super) for what it does and its bounds.
@@ -41,6 +42,8 @@ pub struct Hypha {
     timer_at: Option<Instant>,
     out: VecDeque<ToSwarm<HyphaEvent, THandlerInEvent<Inner>>>,
     waker: Option<Waker>,
+    standing: Standing<PeerId>,
+    next_prune: Instant,
 }
 
 /// How [`Hypha`] is set up: the coordinator's [`node::Config`] and the bounds of the wrapper.
@@ -50,7 +53,12 @@ pub struct HyphaConfig {
     heartbeat: Option<Duration>,
     max_transmit_bytes: usize,
     max_queued_persists: usize,
+    max_topics_per_peer: usize,
+    standing: standing::Config,
 }
+
+/// How often peers' standing records are pruned (on the node's timer).
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// What [`Hypha`] reports to the application.
 #[derive(Debug)]
@@ -103,7 +111,21 @@ pub enum HyphaEvent {
         /// The topic.
         topic: String,
     },
+    /// `peer` reached the ban threshold of its [`standing`](crate::standing): its
+    /// connections are closed and new ones refused for `for_`.
+    Banned {
+        /// The peer.
+        peer: PeerId,
+        /// How long the ban lasts.
+        for_: Duration,
+    },
 }
+
+/// Why a connection was refused: the peer is banned for its violations
+/// ([`standing`](crate::standing)).
+#[derive(Debug, thiserror::Error)]
+#[error("peer {0} is banned for protocol violations")]
+pub struct BannedPeer(pub PeerId);
 
 impl Peer for PeerId {
     fn to_key(&self) -> PeerKey {
@@ -123,6 +145,8 @@ impl HyphaConfig {
             heartbeat: None,
             max_transmit_bytes: gossip::DEFAULT_MAX_TRANSMIT_BYTES,
             max_queued_persists: 1024,
+            max_topics_per_peer: gossip::DEFAULT_MAX_TOPICS_PER_PEER,
+            standing: standing::Config::default(),
         }
     }
 
@@ -145,6 +169,22 @@ impl HyphaConfig {
     /// (back-pressure from a slow disk). Default 1,024; at least 1.
     pub fn with_max_queued_persists(mut self, n: usize) -> HyphaConfig {
         self.max_queued_persists = n.max(1);
+        self
+    }
+
+    /// Pubsub topics a peer may be known to follow; a subscription request past it is refused
+    /// whole. Default [`DEFAULT_MAX_TOPICS_PER_PEER`](super::DEFAULT_MAX_TOPICS_PER_PEER); at
+    /// least 1.
+    pub fn with_max_topics_per_peer(mut self, n: usize) -> HyphaConfig {
+        self.max_topics_per_peer = n.max(1);
+        self
+    }
+
+    /// What violations cost peers and when they are banned. Default
+    /// [`standing::Config::default`]: 5 points (one per violation, halving every 10 minutes)
+    /// ban for 15 minutes.
+    pub fn with_standing(mut self, config: standing::Config) -> HyphaConfig {
+        self.standing = config;
         self
     }
 }
@@ -175,7 +215,13 @@ impl Hypha {
         let frames = Config::new(names.to_vec());
         let inner = Inner {
             frames: Frames::new(frames),
-            gossipsub: gossip::behaviour(keypair, config.heartbeat, config.max_transmit_bytes),
+            gossipsub: gossip::behaviour(
+                keypair,
+                config.node.namespace(),
+                config.heartbeat,
+                config.max_transmit_bytes,
+                config.max_topics_per_peer,
+            ),
         };
         let mut node = Node::new(config.node, seed);
         node.start(&store, now());
@@ -188,6 +234,8 @@ impl Hypha {
             timer_at: None,
             out: VecDeque::new(),
             waker: None,
+            standing: Standing::new(config.standing),
+            next_prune: now() + PRUNE_EVERY,
         })
     }
 
@@ -266,8 +314,13 @@ impl Hypha {
         &self.store
     }
 
+    /// Peers' standing: points, bans.
+    pub fn standing(&self) -> &Standing<PeerId> {
+        &self.standing
+    }
+
     /// The gossipsub behaviour: meshes, subscribed peers, peer scores.
-    pub fn gossipsub(&self) -> &gossipsub::Behaviour {
+    pub fn gossipsub(&self) -> &gossip::Gossipsub {
         &self.inner.gossipsub
     }
 
@@ -280,9 +333,52 @@ impl Hypha {
         }
         while let Some(event) = self.node.poll_event() {
             progressed = true;
+            if let node::Event::PeerMisbehaved { peer, violation } = &event {
+                self.penalize(*peer, violation);
+            }
             self.emit(HyphaEvent::Node(event));
         }
         progressed
+    }
+
+    /// Charges `peer` for `violation`: a lower gossipsub application score, and past the ban
+    /// threshold its connections closed and refused until the ban ends.
+    fn penalize(&mut self, peer: PeerId, violation: &node::Violation) {
+        let now = now();
+        match self.standing.penalize(peer, violation, now) {
+            standing::Outcome::Penalized { score } => {
+                self.inner.gossipsub.set_application_score(&peer, score);
+            }
+            standing::Outcome::Banned { until } => {
+                let score = self.standing.score(&peer, now);
+                self.inner.gossipsub.set_application_score(&peer, score);
+                // Stop redialing it; a configured peer or a replicator target stays wanted
+                // and is dialed again once the ban ends (dials are refused until then).
+                self.node.handle_connectivity(
+                    |c, now| {
+                        c.unwant(peer, Reason::Remembered, now);
+                        c.unwant(peer, Reason::Provider, now);
+                    },
+                    &self.store,
+                    now,
+                );
+                self.out.push_back(ToSwarm::CloseConnection {
+                    peer_id: peer,
+                    connection: CloseConnection::All,
+                });
+                self.emit(HyphaEvent::Banned {
+                    peer,
+                    for_: until.saturating_duration_since(now),
+                });
+            }
+        }
+    }
+
+    fn refuse_banned(&self, peer: PeerId) -> Result<(), ConnectionDenied> {
+        if self.standing.is_banned(&peer, now()) {
+            return Err(ConnectionDenied::new(BannedPeer(peer)));
+        }
+        Ok(())
     }
 
     fn execute(&mut self, command: Command<PeerId>) {
@@ -410,6 +506,10 @@ impl Hypha {
             return Poll::Pending;
         };
         let now = now();
+        if now >= self.next_prune {
+            self.standing.prune(now);
+            self.next_prune = now + PRUNE_EVERY;
+        }
         if deadline <= now {
             self.node.handle_timeout(&self.store, now);
             return Poll::Ready(());
@@ -443,8 +543,7 @@ impl Hypha {
 
 impl NetworkBehaviour for Hypha {
     // `THandler<Inner>`, spelled out: `Inner` is private.
-    type ConnectionHandler =
-        ConnectionHandlerSelect<THandler<Frames>, THandler<gossipsub::Behaviour>>;
+    type ConnectionHandler = ConnectionHandlerSelect<THandler<Frames>, THandler<gossip::Gossipsub>>;
     type ToSwarm = HyphaEvent;
 
     fn handle_pending_inbound_connection(
@@ -464,6 +563,7 @@ impl NetworkBehaviour for Hypha {
         local: &Multiaddr,
         remote: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.refuse_banned(peer)?;
         self.inner
             .handle_established_inbound_connection(id, peer, local, remote)
     }
@@ -475,6 +575,9 @@ impl NetworkBehaviour for Hypha {
         addresses: &[Multiaddr],
         role: Endpoint,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
+        if let Some(peer) = peer {
+            self.refuse_banned(peer)?;
+        }
         self.inner
             .handle_pending_outbound_connection(id, peer, addresses, role)
     }
@@ -487,6 +590,7 @@ impl NetworkBehaviour for Hypha {
         role: Endpoint,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        self.refuse_banned(peer)?;
         self.inner
             .handle_established_outbound_connection(id, peer, address, role, port_use)
     }
@@ -576,7 +680,7 @@ impl NetworkBehaviour for Hypha {
 #[behaviour(prelude = "libp2p_swarm::derive_prelude")]
 struct Inner {
     frames: Frames,
-    gossipsub: gossipsub::Behaviour,
+    gossipsub: gossip::Gossipsub,
 }
 
 /// The relay of a circuit address: the peer named just before `/p2p-circuit`. `None` for a

@@ -209,7 +209,8 @@ mod hypha;
 mod persist;
 
 pub use self::frames::{Event, Frames, SendError, StreamError};
-pub use self::hypha::{Hypha, HyphaConfig, HyphaEvent};
+pub use self::gossip::{DEFAULT_MAX_TOPICS_PER_PEER, Filter, Gossipsub, NamespaceTopics};
+pub use self::hypha::{BannedPeer, Hypha, HyphaConfig, HyphaEvent};
 
 /// What [`Frames`] speaks and the bounds it keeps; see the [module docs](self) for the table.
 #[derive(Debug, Clone)]
