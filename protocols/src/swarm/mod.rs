@@ -99,6 +99,8 @@
 //! | persist tickets awaiting the waiter (`max_queued_persists`) | 1,024 | past it, submitting blocks the event loop: back-pressure from a slow disk (so does a full store queue) |
 //! | persist results awaiting `poll` | no bound of its own | at most the persists in flight, which the coordinator bounds (`max_persists`) |
 //! | gossipsub heartbeat (`heartbeat_interval`) | gossipsub's 1 s, first after 6 s | tests shorten it |
+//! | topics a peer may be known to follow (`max_topics_per_peer`) | [`DEFAULT_MAX_TOPICS_PER_PEER`] | a peer announcing more has its subscription request refused whole; topics of other networks are never tracked ([`NamespaceTopics`]) |
+//! | peer standing (`standing`) | 1 point per violation, halving every 10 min; 5 points ban for 15 min | a banned peer's connections are closed and new ones refused ([`BannedPeer`]), [`HyphaEvent::Banned`] is reported; its points, negated, are its gossipsub application score (weight 10) |
 //! | events queued for the Swarm | — | each poll hands one out before it takes new input |
 //!
 //! The coordinator's and the cores' bounds are in [`node`](crate::node); those of the streams
