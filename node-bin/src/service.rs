@@ -1,4 +1,4 @@
-//! The event loop: moves events between the Swarm, the coordinator (inside [`Hypha`]), the
+//! The event loop: moves events between the Swarm, the coordinator (inside `Hypha`), the
 //! store and the API. It decides nothing about replication itself.
 //!
 //! ```text

@@ -48,7 +48,7 @@ pub(crate) struct StartArgs {
         value_delimiter = ','
     )]
     pub(crate) p2paddr: Vec<String>,
-    /// Peers to stay connected to (multiaddrs ending in /p2p/<peer ID>)
+    /// Peers to stay connected to (multiaddrs ending in /p2p/PEER_ID)
     #[arg(
         long,
         env = "HYPHA_PEERS",
