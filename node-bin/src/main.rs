@@ -31,7 +31,6 @@ use hypha_protocols::replicator;
 use hypha_protocols::swarm::{Hypha, HyphaConfig};
 use hypha_store::Store;
 use libp2p::PeerId;
-use libp2p::multiaddr::Protocol;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::settings::{ForcedReachability, Settings, StartArgs};
@@ -262,6 +261,7 @@ fn peer_id_seed(peer: &PeerId) -> [u8; 32] {
 /// `/ip4/x/tcp/p` → `/ip4/x/udp/p/quic-v1`: QUIC beside TCP on the same port.
 #[cfg(feature = "quic")]
 fn quic_twin(address: &libp2p::Multiaddr) -> Option<libp2p::Multiaddr> {
+    use libp2p::multiaddr::Protocol;
     let mut out = libp2p::Multiaddr::empty();
     let mut tcp = false;
     for segment in address.iter() {
