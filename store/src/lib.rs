@@ -154,6 +154,8 @@
 mod backend;
 mod committer;
 mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod layout;
 mod meta;
 mod mutation;
