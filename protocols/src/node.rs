@@ -97,6 +97,7 @@
 //! | documents read per outbox pump (`outbox_batch`) | 64 | bounds one read |
 //! | hot documents (`hot_docs`) | 64 | the seed's "frequently used" set; 0 disables. Persisted at most once per anti-entropy round, loaded at start |
 //! | inline block size (`max_inline_bytes`) | 32 KiB | an update fits one gossipsub message |
+//! | work per replayed block | one `contains` read | a block held already, on pubsub or in a push, is never persisted again |
 //!
 //! The cores' own bounds are in their module docs.
 
@@ -493,6 +494,37 @@ pub struct Stats {
     pub anti_entropy_rounds: u64,
     /// Documents head exchange found to differ and fetched or offered.
     pub head_sync_docs: u64,
+}
+
+/// What the coordinator holds right now: the length of each of its queues and maps that an
+/// input can grow, for metrics and for the hostile-peer tests' memory accounting. Every one is
+/// bounded (see the [module docs](self) and the cores' Bounds tables).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Gauges {
+    /// Persists awaiting their result (at most `max_persists`).
+    pub persists: usize,
+    /// Backfill fetches the coordinator tracks.
+    pub fetches: usize,
+    /// Received pushes not yet answered.
+    pub inbound: usize,
+    /// Backfill requests in flight in the core.
+    pub backfill_in_flight: usize,
+    /// Head-exchange sessions in flight in the core.
+    pub head_sync_in_flight: usize,
+    /// Commands and events not yet taken by the driver.
+    pub queued: usize,
+}
+
+impl Gauges {
+    /// The sum of every gauge: one number to compare before and during an attack.
+    pub fn total(&self) -> usize {
+        self.persists
+            + self.fetches
+            + self.inbound
+            + self.backfill_in_flight
+            + self.head_sync_in_flight
+            + self.queued
+    }
 }
 
 /// How a block reached this node.
@@ -1010,6 +1042,18 @@ impl<P: Peer> Node<P> {
         self.stats
     }
 
+    /// The current length of every queue and map an input can grow.
+    pub fn gauges(&self) -> Gauges {
+        Gauges {
+            persists: self.persists.len(),
+            fetches: self.fetches.len(),
+            inbound: self.inbound.len(),
+            backfill_in_flight: self.backfill.in_flight(),
+            head_sync_in_flight: self.head_sync.in_flight(),
+            queued: self.commands.len() + self.events.len(),
+        }
+    }
+
     /// The replicator core's counters.
     pub fn replicator_stats(&self) -> replicator::Stats {
         self.replicator.stats()
@@ -1211,6 +1255,10 @@ impl<P: Peer> Node<P> {
         };
         self.inbound.insert((peer, id), push);
         for block in blocks {
+            // A block held already (a replay, or a push racing pubsub) is a no-op: no persist.
+            if self.read(store.contains(&block.cid())).unwrap_or(false) {
+                continue;
+            }
             if self.ingest(peer, Via::Push(peer, id), block)
                 && let Some(push) = self.inbound.get_mut(&(peer, id))
             {

@@ -26,6 +26,11 @@
 //! - **Restarts**: [`Network::restart`] rebuilds a node's coordinator from its store, as a
 //!   process restart does; [`Network::stop`] and [`Network::start`] leave it down in between.
 //!
+//! - **Strangers**: a peer number at or past the node count is no node of the network but
+//!   an adversary the test plays by hand: [`Network::stranger_connects`] opens a connection
+//!   from it, [`Network::inject_frame`] and [`Network::inject_pubsub`] hand a node whatever
+//!   bytes it sends, and [`Network::take_sent`] returns what the nodes sent it.
+//!
 //! [`Network::wait`] is quiescence as SCENARIOS.md defines it — nothing in flight, every outbox
 //! and pending set empty, and an anti-entropy round completed on every node since the wait
 //! began — and fails, rather than hangs, when a time or step budget runs out.
@@ -179,6 +184,10 @@ pub struct Network {
     stream_tail: BTreeMap<(u16, u16, Protocol), Instant>,
     parked: Vec<Delivery>,
     steps: u64,
+    /// Connections from strangers: (stranger, node).
+    strangers: BTreeSet<(u16, u16)>,
+    /// Frames nodes sent to strangers: (to, from, protocol, payload).
+    sent: Vec<(u16, u16, Protocol, Vec<u8>)>,
 }
 
 impl Network {
@@ -202,6 +211,8 @@ impl Network {
             stream_tail: BTreeMap::new(),
             parked: Vec::new(),
             steps: 0,
+            strangers: BTreeSet::new(),
+            sent: Vec::new(),
             options,
         };
         for i in 0..net.options.nodes {
@@ -605,6 +616,50 @@ impl Network {
         true
     }
 
+    // ---- strangers (adversaries played by a test) ------------------------------------------
+
+    /// `stranger` (a number at or past the node count: no node of this network) connects to
+    /// node `to`, inbound. What `to` sends it is kept for [`take_sent`](Network::take_sent).
+    ///
+    /// # Panics
+    /// If `stranger` is a node of this network.
+    pub fn stranger_connects(&mut self, stranger: u16, to: u16) {
+        assert!(usize::from(stranger) >= self.hosts.len(), "not a stranger");
+        self.strangers.insert((stranger, to));
+        let now = self.now;
+        let addresses = vec![address(stranger)];
+        self.with_node(to, |n, s| {
+            n.handle_connected(stranger, addresses, Path::Direct, true, s, now)
+        });
+        self.flush(to);
+    }
+
+    /// `from` sends node `to` the frame `payload` (without its length prefix) on `protocol`,
+    /// delivered now, whatever it holds.
+    pub fn inject_frame(&mut self, from: u16, to: u16, protocol: Protocol, payload: &[u8]) {
+        let now = self.now;
+        self.with_node(to, |n, s| n.handle_frame(from, protocol, payload, s, now));
+        self.flush(to);
+    }
+
+    /// `from` forwards node `to` the pubsub message `data` on `topic`, delivered now; returns
+    /// the node's verdict. No duplicate suppression: the attacker chooses what to repeat.
+    pub fn inject_pubsub(&mut self, from: u16, to: u16, topic: &str, data: &[u8]) -> Verdict {
+        let now = self.now;
+        let verdict = self.with_node(to, |n, s| n.handle_pubsub(from, topic, data, s, now));
+        self.flush(to);
+        verdict
+    }
+
+    /// The frames nodes sent to `stranger` since the last call: (node, protocol, payload).
+    pub fn take_sent(&mut self, stranger: u16) -> Vec<(u16, Protocol, Vec<u8>)> {
+        let (mine, rest) = std::mem::take(&mut self.sent)
+            .into_iter()
+            .partition(|(to, ..)| *to == stranger);
+        self.sent = rest;
+        mine.into_iter().map(|(_, f, p, b)| (f, p, b)).collect()
+    }
+
     // ---- reads -----------------------------------------------------------------------------
 
     /// The documents of `collection` on node `i` as JSON, in docID order; deleted ones only
@@ -728,6 +783,11 @@ impl Network {
                 protocol,
                 frame,
             } => {
+                if self.strangers.contains(&(peer, i)) {
+                    let payload = frame.get(4..).unwrap_or_default().to_vec();
+                    self.sent.push((peer, i, protocol, payload));
+                    return;
+                }
                 if !self.links.contains(&pair(i, peer)) {
                     return;
                 }

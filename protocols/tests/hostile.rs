@@ -1,0 +1,644 @@
+//! Hostile peers (issue 7), through the in-memory harness where the logic lives.
+//!
+//! Each test plays one attack from a *stranger* — a peer number that is no node of the
+//! network, whose frames and pubsub messages the test writes by hand
+//! ([`Network::inject_frame`], [`Network::inject_pubsub`]) — against a victim node (1), while
+//! an honest node (0) keeps updating a document the victim follows. Each asserts the typed
+//! rejection, that nothing was written that should not be, that the honest pair converged, and
+//! that the victim's memory accounting during the attack stays within 2× its peak before it.
+//!
+//! # Memory accounting
+//!
+//! The victim's memory is its memory store plus its coordinator's queues and maps: applied
+//! blocks, pending blocks, documents and outbox entries from [`hypha_store::Stats`], plus
+//! [`Gauges::total`] (persists awaiting results, fetches, unanswered pushes, backfill requests
+//! and head-exchange sessions in flight, queued commands and events). It is sampled every
+//! millisecond of virtual time; the baseline is its peak over the same honest traffic
+//! before the attack, with an honest history of [`HISTORY`] blocks already replicated.
+//!
+//! Attacks 1 and 3 at the frame level are the `frames_*` tests at the end.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hypha_crdt::block::{MAX_BLOCK_BYTES, MAX_LINKS};
+use hypha_crdt::cid::dag_cbor_cid;
+use hypha_crdt::{
+    Author, Block, BlockError, Cid, Delta, DocId, FieldOp, Ipld, Rejection, SigningKey, Status,
+    VerifiedBlock,
+};
+use hypha_protocols::generated::hypha::backfill::v1 as bpb;
+use hypha_protocols::generated::hypha::head_sync::v1 as hpb;
+use hypha_protocols::generated::hypha::pubsub::v1 as ppb;
+use hypha_protocols::generated::hypha::replicator::v1 as rpb;
+use hypha_protocols::node::{Config, Event, Gauges, Protocol, Verdict, Violation};
+use hypha_protocols::testing::{Configure, Network, Options};
+use hypha_protocols::wire::{self, DEFAULT_MAX_FRAME_BYTES, FrameError, FrameReader};
+use hypha_protocols::{backfill, head_sync, pubsub, replicator};
+use quick_protobuf::{MessageWrite, Writer};
+use serde_json::json;
+
+const U: &str = "type Users { Name: String  Age: Int }";
+const HONEST: u16 = 0;
+const VICTIM: u16 = 1;
+const EVIL: u16 = 666;
+/// Blocks of honest history the victim holds before any attack.
+const HISTORY: i64 = 300;
+
+// ---- the arena ------------------------------------------------------------------------------
+
+struct Arena {
+    n: Network,
+    doc: DocId,
+    age: i64,
+}
+
+/// The victim's memory accounting: see the module docs.
+fn footprint(n: &Network) -> u64 {
+    let s = n.store(VICTIM).stats().expect("stats");
+    let g: Gauges = n.node(VICTIM).expect("victim runs").gauges();
+    s.blocks + s.pending + s.documents + s.outbox_entries + g.total() as u64
+}
+
+impl Arena {
+    /// Node 0 holds a document with [`HISTORY`] blocks; node 1 follows Users and has
+    /// replicated it; the stranger is connected to node 1.
+    fn new(seed: u64, configure: Option<Configure>) -> Arena {
+        let mut o = Options::seeded(seed);
+        o.configure = configure;
+        let mut n = Network::new(o);
+        n.schema_all(U);
+        n.follow_collections(VICTIM, &["Users"]).unwrap();
+        n.follow_collections(HONEST, &["Users"]).unwrap();
+        n.connect(VICTIM, HONEST);
+        n.wait().unwrap();
+        let doc = n
+            .create(HONEST, "Users", json!({"Name": "honest", "Age": 1}))
+            .unwrap();
+        for age in 2..=HISTORY {
+            n.update(HONEST, doc, json!({"Age": age})).unwrap();
+            n.run_for(Duration::from_millis(10));
+        }
+        n.wait().unwrap();
+        assert_eq!(n.store(VICTIM).stats().unwrap().blocks, HISTORY as u64);
+        n.stranger_connects(EVIL, VICTIM);
+        Arena {
+            n,
+            doc,
+            age: HISTORY,
+        }
+    }
+
+    /// Runs `ms` milliseconds of honest traffic — node 0 updates its document every 20 ms —
+    /// while `attack` acts at the start of every millisecond; returns the peak footprint.
+    fn run(&mut self, ms: u64, mut attack: impl FnMut(&mut Network, u64)) -> u64 {
+        let mut peak = footprint(&self.n);
+        for t in 0..ms {
+            if t % 20 == 0 {
+                self.age += 1;
+                let age = self.age;
+                self.n
+                    .update(HONEST, self.doc, json!({"Age": age}))
+                    .unwrap();
+            }
+            attack(&mut self.n, t);
+            self.n.run_for(Duration::from_millis(1));
+            peak = peak.max(footprint(&self.n));
+        }
+        peak
+    }
+
+    /// The peak footprint over 500 ms of honest traffic alone.
+    fn baseline(&mut self) -> u64 {
+        self.run(500, |_, _| {})
+    }
+
+    /// The honest pair agrees on the honest document: same heads, the last age written.
+    fn assert_honest_converged(&mut self) {
+        self.n.run_for(Duration::from_secs(1));
+        let heads = |i| self.n.store(i).state(&self.doc).unwrap().unwrap().heads;
+        assert_eq!(heads(HONEST), heads(VICTIM), "the honest pair converged");
+        let doc = self.n.store(VICTIM).document(&self.doc).unwrap().unwrap();
+        assert_eq!(
+            doc["Age"],
+            json!(self.age),
+            "the victim has the last update"
+        );
+    }
+
+    fn collection(&self) -> hypha_crdt::Collection {
+        self.n.store(VICTIM).collection("Users").unwrap().unwrap()
+    }
+
+    fn topic(&self) -> String {
+        pubsub::collection_topic("hypha", &self.collection().id())
+    }
+
+    /// The stranger's violations as the victim reported them.
+    fn violations(&self) -> Vec<Violation> {
+        self.n
+            .events(VICTIM)
+            .iter()
+            .filter_map(|e| match e {
+                Event::PeerMisbehaved { peer, violation } if *peer == EVIL => {
+                    Some(violation.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A block of the honest document by the stranger's key (unsigned when `key` is None):
+    /// `parents`, document priority `priority`, Age written at field priority `priority`.
+    fn block(&self, parents: Vec<Cid>, priority: u64, age: i64) -> Block {
+        let c = self.collection();
+        let mut parents = parents;
+        parents.sort_by_key(|c| c.to_bytes());
+        Block {
+            heads: parents,
+            delta: Delta {
+                doc_id: self.doc,
+                collection: c.id(),
+                schema_version: c.version(),
+                priority,
+                status: Status::Active,
+                fields: BTreeMap::from([(
+                    "Age".to_owned(),
+                    FieldOp::Lww {
+                        priority,
+                        value: Ipld::Integer(age.into()),
+                    },
+                )]),
+            },
+            author: None,
+            signature: None,
+        }
+    }
+
+    /// The victim's state of the honest document: (heads, priority).
+    fn honest_state(&self) -> (Vec<Cid>, u64) {
+        let s = self.n.store(VICTIM).state(&self.doc).unwrap().unwrap();
+        (s.heads, s.height)
+    }
+
+    /// The stranger sends `block` inline on the collection topic.
+    fn gossip(&mut self, block: &VerifiedBlock) -> Verdict {
+        let update = pubsub::Update::new(block, vec![block.cid()], usize::MAX).encode();
+        let topic = self.topic();
+        self.n.inject_pubsub(EVIL, VICTIM, &topic, &update)
+    }
+
+    /// Asserts the accounting during the attack stayed within 2× the baseline.
+    fn assert_bounded(&self, what: &str, before: u64, during: u64) {
+        eprintln!("{what}: footprint before {before}, during {during}");
+        assert!(
+            during <= 2 * before,
+            "{what}: footprint {during} during the attack, more than 2 × {before}"
+        );
+    }
+}
+
+fn evil_key() -> SigningKey {
+    SigningKey::from_bytes(&[0xEE; 32])
+}
+
+/// A CID no block has.
+fn fake_cid(i: u64) -> Cid {
+    dag_cbor_cid(&i.to_be_bytes())
+}
+
+fn encode<M: MessageWrite>(m: &M) -> Vec<u8> {
+    let mut out = Vec::new();
+    m.write_message(&mut Writer::new(&mut out)).unwrap();
+    out
+}
+
+fn raw_update(
+    doc: DocId,
+    collection: hypha_crdt::CollectionId,
+    cid: Cid,
+    block: Vec<u8>,
+) -> Vec<u8> {
+    encode(&ppb::Update {
+        doc_id: doc.to_bytes().to_vec(),
+        collection_id: collection.0.to_bytes(),
+        cid: cid.to_bytes(),
+        block,
+        heads: vec![cid.to_bytes()],
+    })
+}
+
+// ---- 2. CID mismatch ------------------------------------------------------------------------
+
+/// Attack 2: a block whose bytes do not hash to the CID it is announced under (a valid block
+/// of the honest document, announced as another block's CID; and a valid block with one
+/// byte flipped). Defence: every block is decoded against the CID it travels under
+/// (`VerifiedBlock::decode(bytes, Some(cid))`) before anything else — `CidMismatch`, the
+/// message is rejected, the sender penalised, nothing stored. Bound: one hash per message, no
+/// state.
+#[test]
+fn attack_02_a_block_not_hashing_to_its_cid_is_rejected_and_never_stored() {
+    let mut a = Arena::new(702, None);
+    let before = a.baseline();
+    let (heads, priority) = a.honest_state();
+    let mutations = a.n.store(VICTIM).stats().unwrap().mutations;
+    let collection = a.collection().id();
+    let topic = a.topic();
+    let mut forged = Vec::new();
+    let mut messages = Vec::new();
+    for i in 0..200u64 {
+        // A valid child of the honest head, announced under a CID that is not its own.
+        let block = a
+            .block(heads.clone(), priority + 1, 10_000 + i as i64)
+            .sign(&evil_key())
+            .unwrap();
+        let lie = fake_cid(i);
+        messages.push(raw_update(a.doc, collection, lie, block.bytes().to_vec()));
+        forged.push((lie, block.cid()));
+        // The same bytes with one byte changed, under the original CID.
+        let mut bytes = block.bytes().to_vec();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        messages.push(raw_update(a.doc, collection, block.cid(), bytes));
+    }
+    let mut verdicts = Vec::new();
+    let during = a.run(500, |n, t| {
+        if let Some(m) = messages.get(t as usize) {
+            verdicts.push(n.inject_pubsub(EVIL, VICTIM, &topic, m));
+        }
+    });
+    assert!(verdicts.iter().all(|v| *v == Verdict::Reject));
+    let v = a.violations();
+    assert_eq!(v.len(), 400);
+    let mismatches = v
+        .iter()
+        .filter(|v| {
+            matches!(
+                v,
+                Violation::Pubsub(pubsub::Invalid::BadBlock(BlockError::CidMismatch { .. }))
+            )
+        })
+        .count();
+    assert!(mismatches >= 200, "CidMismatch for each lie: {v:?}");
+    for (lie, real) in forged {
+        assert!(!a.n.store(VICTIM).contains(&lie).unwrap());
+        assert!(!a.n.store(VICTIM).contains(&real).unwrap());
+    }
+    // Only the honest updates were written (one ingest each), nothing of the attacker's.
+    let written = a.n.store(VICTIM).stats().unwrap().mutations - mutations;
+    assert!(written <= 40, "{written} mutations: only the honest ones");
+    a.assert_honest_converged();
+    a.assert_bounded("attack 2", before, during);
+}
+
+fn push_frame(
+    id: u64,
+    collection: hypha_crdt::CollectionId,
+    doc: DocId,
+    heads: &[Cid],
+    blocks: Vec<Vec<u8>>,
+) -> Vec<u8> {
+    encode(&rpb::Frame {
+        kind: rpb::mod_Frame::OneOfkind::push(rpb::Push {
+            id,
+            collection: "Users".to_owned(),
+            collection_id: collection.0.to_bytes(),
+            doc_id: doc.to_bytes().to_vec(),
+            heads: heads.iter().map(|c| c.to_bytes()).collect(),
+            blocks,
+        }),
+    })
+}
+
+/// The acks the victim sent the stranger, by push id.
+fn acks(n: &mut Network) -> Vec<(u64, rpb::AckStatus)> {
+    n.take_sent(EVIL)
+        .into_iter()
+        .filter(|(_, p, _)| *p == Protocol::Replicator)
+        .filter_map(
+            |(_, _, f)| match wire::decode_message::<rpb::Frame>(&f).ok()?.kind {
+                rpb::mod_Frame::OneOfkind::ack(a) => Some((a.id, a.status)),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+/// Every block of `doc` node `i` holds, oldest first.
+fn history(n: &Network, i: u16, doc: &DocId) -> Vec<VerifiedBlock> {
+    let store = n.store(i);
+    let mut todo = store.state(doc).unwrap().unwrap().heads;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out = Vec::new();
+    while let Some(c) = todo.pop() {
+        if !seen.insert(c) {
+            continue;
+        }
+        let b = store.block(&c).unwrap().unwrap();
+        todo.extend(b.block().heads.iter().copied());
+        out.push(b);
+    }
+    out.sort_by_key(|b| b.block().delta.priority);
+    out
+}
+
+// ---- 7. replays -----------------------------------------------------------------------------
+
+/// Attack 7: replays of old valid blocks — the honest document's whole history, each block
+/// five times on pubsub, and pushed again on the replicator protocol. Defence: a block
+/// already held is a no-op — pubsub checks `contains` before anything (no persist, no fetch),
+/// a push of held blocks is answered from the store without a write. Bound: O(1) per replay,
+/// shown by the counters — no ingest, no fetch, no store mutation for any replay.
+#[test]
+fn attack_07_replayed_blocks_are_no_ops() {
+    let mut a = Arena::new(707, None);
+    let before = a.baseline();
+    let old = history(&a.n, HONEST, &a.doc);
+    assert_eq!(old.len() as i64, a.age);
+    let topic = a.topic();
+    let collection = a.collection().id();
+    let doc = a.doc;
+    let messages: Vec<Vec<u8>> = old
+        .iter()
+        .flat_map(|b| {
+            let m = pubsub::Update::new(b, vec![b.cid()], usize::MAX).encode();
+            std::iter::repeat_n(m, 5)
+        })
+        .collect();
+    let stats0 = a.n.node(VICTIM).unwrap().stats();
+    let mutations0 = a.n.store(VICTIM).stats().unwrap().mutations;
+    let mut verdicts = Vec::new();
+    let during = a.run(messages.len() as u64, |n, t| {
+        verdicts.push(n.inject_pubsub(EVIL, VICTIM, &topic, &messages[t as usize]));
+    });
+    assert!(
+        verdicts.iter().all(|v| *v == Verdict::Accept),
+        "valid, forwarded"
+    );
+    let stats = a.n.node(VICTIM).unwrap().stats();
+    eprintln!("attack 7: {stats0:?} → {stats:?}");
+    assert!(
+        stats.pubsub_received - stats0.pubsub_received >= messages.len() as u64,
+        "every replay was received"
+    );
+    // Only the honest updates of this phase were ingested or written.
+    let phase_updates = messages.len() as u64 / 20;
+    assert_eq!(stats.ingested - stats0.ingested, phase_updates);
+    assert_eq!(stats.fetches, stats0.fetches, "no replay caused a fetch");
+    let mutations = a.n.store(VICTIM).stats().unwrap().mutations - mutations0;
+    assert_eq!(mutations, phase_updates, "no replay caused a write");
+
+    // The same history pushed again, one push per old block.
+    let mutations0 = a.n.store(VICTIM).stats().unwrap().mutations;
+    let stats0 = a.n.node(VICTIM).unwrap().stats();
+    let frames: Vec<Vec<u8>> = old
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            push_frame(
+                i as u64 + 1,
+                collection,
+                doc,
+                &[b.cid()],
+                vec![b.bytes().to_vec()],
+            )
+        })
+        .collect();
+    let during = during.max(a.run(frames.len() as u64, |n, t| {
+        n.inject_frame(EVIL, VICTIM, Protocol::Replicator, &frames[t as usize]);
+    }));
+    let acked = acks(&mut a.n);
+    assert_eq!(acked.len(), frames.len());
+    assert!(
+        acked.iter().all(|(_, s)| *s == rpb::AckStatus::DURABLE),
+        "{acked:?}"
+    );
+    let stats = a.n.node(VICTIM).unwrap().stats();
+    let phase_updates = frames.len().div_ceil(20) as u64;
+    let mutations = a.n.store(VICTIM).stats().unwrap().mutations - mutations0;
+    eprintln!("attack 7 (push): {stats0:?} → {stats:?}, {mutations} mutations");
+    assert_eq!(
+        stats.ingested - stats0.ingested,
+        phase_updates,
+        "no replayed push was ingested"
+    );
+    assert_eq!(mutations, phase_updates, "no replayed push caused a write");
+    assert!(
+        a.violations().is_empty(),
+        "replays are valid, not violations"
+    );
+    a.assert_honest_converged();
+    a.assert_bounded("attack 7", before, during);
+}
+
+// ---- 8. priority mismatch -------------------------------------------------------------------
+
+/// Attack 8: blocks claiming a priority their parents do not allow — a child of the honest
+/// head at height + 5, and one whose field priority jumps. Defence: the merge checks that a
+/// block's priority is 1 + its highest parent's — `PriorityMismatch`, refused before any
+/// state change, reported as `Violation::Rejected`. Bound: no state.
+#[test]
+fn attack_08_a_block_claiming_a_priority_its_parents_do_not_allow_is_rejected() {
+    let mut a = Arena::new(708, None);
+    let before = a.baseline();
+    let (heads, height) = a.honest_state();
+    let mut blocks = Vec::new();
+    for i in 0..100u64 {
+        blocks.push(
+            a.block(heads.clone(), height + 5 + i, 7)
+                .sign(&evil_key())
+                .unwrap(),
+        );
+    }
+    let topic = a.topic();
+    let messages: Vec<Vec<u8>> = blocks
+        .iter()
+        .map(|b| pubsub::Update::new(b, vec![b.cid()], usize::MAX).encode())
+        .collect();
+    let during = a.run(500, |n, t| {
+        if t % 5 == 0 {
+            n.inject_pubsub(EVIL, VICTIM, &topic, &messages[t as usize / 5]);
+        }
+    });
+    let v = a.violations();
+    assert_eq!(v.len(), 100, "{v:?}");
+    assert!(
+        v.iter()
+            .all(|v| matches!(v, Violation::Rejected(Rejection::PriorityMismatch { .. })))
+    );
+    for b in &blocks {
+        assert!(
+            !a.n.store(VICTIM).contains(&b.cid()).unwrap(),
+            "never stored"
+        );
+    }
+    let doc = a.n.store(VICTIM).document(&a.doc).unwrap().unwrap();
+    assert_ne!(doc["Age"], json!(7));
+    a.assert_honest_converged();
+    a.assert_bounded("attack 8", before, during);
+}
+
+// ---- 9. equivocation and forged signatures --------------------------------------------------
+
+/// Attack 9: equivocation — the stranger's key signs two different blocks with the same
+/// parents and height — and forged signatures (a valid block with its signature altered,
+/// re-addressed so the CID matches). Defence: equivocating blocks are both valid, so both are
+/// kept as concurrent branches and every node converges on the same heads; a signature that
+/// does not verify is `SignatureInvalid` at decode, before any state change. Bound: one
+/// verification per message.
+#[test]
+fn attack_09_equivocation_converges_and_forged_signatures_are_rejected() {
+    let mut a = Arena::new(709, None);
+    let before = a.baseline();
+    let (heads, height) = a.honest_state();
+    let one = a
+        .block(heads.clone(), height + 1, 1001)
+        .sign(&evil_key())
+        .unwrap();
+    let two = a
+        .block(heads.clone(), height + 1, 1002)
+        .sign(&evil_key())
+        .unwrap();
+    assert_ne!(one.cid(), two.cid());
+    let collection = a.collection().id();
+    let topic = a.topic();
+    let mut forged = Vec::new();
+    for i in 0..100i64 {
+        let b = a
+            .block(heads.clone(), height + 1, 2000 + i)
+            .sign(&evil_key())
+            .unwrap();
+        let mut bytes = b.bytes().to_vec();
+        let last = bytes.len() - 1 - (i as usize % 64);
+        bytes[last] ^= 0x40;
+        let cid = dag_cbor_cid(&bytes);
+        forged.push((cid, raw_update(a.doc, collection, cid, bytes)));
+    }
+    let equivocation =
+        [&one, &two].map(|b| pubsub::Update::new(b, vec![b.cid()], usize::MAX).encode());
+    let mutations0 = a.n.store(VICTIM).stats().unwrap().mutations;
+    let mut verdicts = Vec::new();
+    let during = a.run(200, |n, t| {
+        if let Some((_, m)) = forged.get(t as usize) {
+            verdicts.push(n.inject_pubsub(EVIL, VICTIM, &topic, m));
+        }
+    });
+    assert!(verdicts.iter().all(|v| *v == Verdict::Reject));
+    let v = a.violations();
+    assert_eq!(v.len(), 100);
+    assert!(
+        v.iter().all(|v| matches!(
+            v,
+            Violation::Pubsub(pubsub::Invalid::BadBlock(BlockError::SignatureInvalid))
+        )),
+        "{v:?}"
+    );
+    let mutations = a.n.store(VICTIM).stats().unwrap().mutations - mutations0;
+    assert_eq!(mutations, 10, "only the honest updates were written");
+    for (cid, _) in &forged {
+        assert!(!a.n.store(VICTIM).contains(cid).unwrap());
+    }
+    for m in &equivocation {
+        assert_eq!(a.n.inject_pubsub(EVIL, VICTIM, &topic, m), Verdict::Accept);
+    }
+    let during = during.max(a.run(200, |_, _| {}));
+    // Head exchange carries the branches to the honest node.
+    a.n.wait().unwrap();
+    for i in [HONEST, VICTIM] {
+        let s = a.n.store(i);
+        assert!(s.is_applied(&one.cid()).unwrap() && s.is_applied(&two.cid()).unwrap());
+    }
+    let state = |i| a.n.store(i).state(&a.doc).unwrap().unwrap();
+    assert_eq!(state(HONEST).heads, state(VICTIM).heads, "converged");
+    assert_eq!(
+        a.n.store(HONEST).document(&a.doc).unwrap(),
+        a.n.store(VICTIM).document(&a.doc).unwrap()
+    );
+    // And they keep replicating on top of the branches.
+    a.assert_honest_converged();
+    a.assert_bounded("attack 9", before, during);
+}
+
+// ---- 5. wide DAG bomb -----------------------------------------------------------------------
+
+/// Attack 5: a wide DAG bomb — one block naming 10⁵ parents. Defence: a block names at most
+/// `MAX_LINKS` (1,024) parents and is at most `MAX_BLOCK_BYTES` (1 MiB); an update lists at
+/// most `MAX_UPDATE_HEADS` (1,024) heads. 10⁵ parents do not fit a block at all (the encoder
+/// refuses, and a frame carrying one is refused by its length prefix); the widest block that
+/// fits (20,000 parents) and one just over the cap (1,025) are refused at decode on pubsub and
+/// on a push, and an update listing 10⁵ heads is refused. No walk ever fans out past 1,024.
+#[test]
+fn attack_05_wide_dag_bomb_is_refused_by_the_links_cap() {
+    let mut a = Arena::new(705, None);
+    let before = a.baseline();
+    let (_, height) = a.honest_state();
+    let parents = |k: u64| (0..k).map(fake_cid).collect::<Vec<_>>();
+    // 10⁵ parents: larger than any block may be.
+    let huge = a.block(parents(100_000), height + 1, 5);
+    assert!(matches!(
+        huge.to_bytes(),
+        Err(BlockError::BlockTooLarge { .. })
+    ));
+    let mut reader = FrameReader::new(DEFAULT_MAX_FRAME_BYTES);
+    let len = 100_000u32 * 41;
+    assert!(matches!(
+        reader.push(&len.to_be_bytes()),
+        Err(FrameError::TooLarge { .. })
+    ));
+    assert!(reader.buffered() <= 4, "nothing buffered past the prefix");
+
+    let collection = a.collection().id();
+    let topic = a.topic();
+    let doc = a.doc;
+    let mut messages = Vec::new();
+    let mut pushes = Vec::new();
+    let mut cids = Vec::new();
+    for k in [20_000u64, MAX_LINKS as u64 + 1] {
+        let bytes = a.block(parents(k), height + 1, 5).to_bytes().unwrap();
+        assert!(bytes.len() <= MAX_BLOCK_BYTES);
+        let cid = dag_cbor_cid(&bytes);
+        cids.push(cid);
+        messages.push(raw_update(doc, collection, cid, bytes.clone()));
+        pushes.push(push_frame(k, collection, doc, &[cid], vec![bytes]));
+    }
+    // An update whose block is fine but which lists 10⁵ heads.
+    let (heads, _) = a.honest_state();
+    let fine = a.block(heads, height + 1, 5).sign(&evil_key()).unwrap();
+    let mut wide = ppb::Update {
+        doc_id: doc.to_bytes().to_vec(),
+        collection_id: collection.0.to_bytes(),
+        cid: fine.cid().to_bytes(),
+        block: fine.bytes().to_vec(),
+        heads: Vec::new(),
+    };
+    wide.heads = parents(100_000).iter().map(|c| c.to_bytes()).collect();
+    messages.push(encode(&wide));
+    let mut verdicts = Vec::new();
+    let during = a.run(100, |n, t| match t {
+        0..3 => verdicts.push(n.inject_pubsub(EVIL, VICTIM, &topic, &messages[t as usize])),
+        3..5 => n.inject_frame(EVIL, VICTIM, Protocol::Replicator, &pushes[t as usize - 3]),
+        _ => {}
+    });
+    assert_eq!(verdicts, [Verdict::Reject; 3]);
+    let v = a.violations();
+    eprintln!("attack 5: {v:?}");
+    assert_eq!(v.len(), 5, "{v:?}");
+    assert!(v[..2].iter().all(|v| matches!(
+        v,
+        Violation::Pubsub(pubsub::Invalid::BadBlock(BlockError::Malformed(m))) if m.contains("parents")
+    )));
+    assert!(matches!(
+        &v[2],
+        Violation::Pubsub(pubsub::Invalid::Malformed(_))
+    ));
+    assert!(v[3..].iter().all(|v| matches!(
+        v,
+        Violation::Replicator(replicator::Violation::BadBlock(BlockError::Malformed(_)))
+    )));
+    for c in cids {
+        assert!(!a.n.store(VICTIM).contains(&c).unwrap());
+    }
+    assert!(!a.n.store(VICTIM).contains(&fine.cid()).unwrap());
+    a.assert_honest_converged();
+    a.assert_bounded("attack 5", before, during);
+}
