@@ -1,8 +1,14 @@
-//! Hypha's deterministic network simulator — not built yet.
+//! Hypha's deterministic network simulator.
 //!
-//! This crate will run many Hypha nodes as turmoil hosts under partitions, crashes, offline
-//! periods and NAT, reproducibly from one seed, with checkers for convergence, durability and
-//! replication scope (see DESIGN.md §6 and SCENARIOS.md), and the `hypha-sim` binary.
-//!
-//! Today it is an empty crate: it exists so the workspace has its final shape. Nothing here
-//! works yet, and nothing pretends to.
+//! (Crate docs are completed below the module list.)
+
+mod check;
+mod log;
+mod net;
+mod rng;
+mod world;
+
+pub use check::{Checker, Violation};
+pub use log::EventLog;
+pub use net::{HostSpec, Nat, Traffic};
+pub use world::{NotQuiescent, Options, PartitionMode, World};
