@@ -7,7 +7,7 @@
 //! | checker | when | rule |
 //! |---|---|---|
 //! | [`Checker::AckedWriteLost`] | after every crash, stop, wait and scenario step | every local write acknowledged durable is in its host's store; a replicator ack is only sent for a document the target holds durably when the source hears of it |
-//! | [`Checker::OutboxForgotten`] | same | for a replicator S→T, a document in scope whose heads T lacks is still owed: in S's outbox, or S's catch-up marker is set (checked while S is idle) |
+//! | [`Checker::OutboxForgotten`] | same | for a replicator S→T, a document in scope whose heads T lacks is still owed durably: in S's outbox, or S's catch-up marker is set (checked while S is idle and T is not connected to it: while connected, the catch-up push of every anti-entropy round owes T its whole scope) |
 //! | [`Checker::Scope`] | same | a host holds only documents it wrote, follows (collection or document), synced on demand, or is a replicator target for |
 //! | [`Checker::QueueBound`] | same | every outbox within the store's bound, every disk queue within the coordinator's |
 //! | [`Checker::Convergence`] | after a wait with no partition in force | a follower holds every head its linked peers hold for what it follows; a replicator target every head of its scope; equal heads mean equal documents |
@@ -217,7 +217,11 @@ pub(crate) fn safety(w: &mut World) -> Vec<Violation> {
                 ),
             ));
         }
-        if !idle || outbox.catch_up {
+        // While the target is connected, the catch-up push session of every anti-entropy
+        // round owes it everything in scope; the outbox is the only record while it is not.
+        let connected =
+            w.connections(from).contains_key(&to) || w.connections(to).contains_key(&from);
+        if !idle || outbox.catch_up || connected {
             continue;
         }
         let owed: BTreeSet<DocId> = outbox.documents.iter().copied().collect();

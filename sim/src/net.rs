@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use hypha_crdt::{Cid, DocId};
+use hypha_crdt::Cid;
 use hypha_protocols::connectivity::{self, Path, Reachability};
 use hypha_protocols::node::{Command, Config, Event, Node, PersistToken, Protocol, Verdict};
 use hypha_protocols::wire;
@@ -789,18 +789,25 @@ impl Net {
                     self.send_direct(i, other, record(KIND_RELAYED, &fwd), now);
                     return;
                 }
-                // As an endpoint: from `other`, through relay `peer`.
+                // As an endpoint: from `other`, through relay `peer`. Records still in flight
+                // on a circuit that a hole punch has since replaced are delivered too, as the
+                // old connection's streams would be.
                 let through = self.hosts[usize::from(i)]
                     .conns
                     .get(&other)
-                    .is_some_and(|c| c.via == Some(peer));
+                    .is_some_and(|c| c.via == Some(peer) || c.via.is_none());
                 if through && inner <= KIND_PING {
                     self.dispatch(i, other, inner, rest, now);
                 } else if !through && inner <= KIND_PING {
                     // A circuit this side no longer has: tell the far end.
                     let back = [&other.to_be_bytes()[..], &[KIND_CIRCUIT_CLOSED]].concat();
                     self.send_direct(i, peer, record(KIND_RELAYED, &back), now);
-                } else if inner == KIND_CIRCUIT_CLOSED && through {
+                } else if inner == KIND_CIRCUIT_CLOSED
+                    && self.hosts[usize::from(i)]
+                        .conns
+                        .get(&other)
+                        .is_some_and(|c| c.via == Some(peer))
+                {
                     let id = self.hosts[usize::from(i)].conns[&other].id;
                     self.closed(i, other, id, now);
                 }

@@ -254,7 +254,8 @@ impl World {
     }
 
     /// Runs until quiescent: nothing in flight, every running host idle with empty outboxes,
-    /// pending sets and disk queues, the network silent for [`Options::quiet`], and an
+    /// pending sets and disk queues, every running peer a host wants connected (when no
+    /// partition is in force), the network silent for [`Options::quiet`], and an
     /// anti-entropy round completed on every running host since the wait began. The checkers
     /// run at the end.
     ///
@@ -302,6 +303,19 @@ impl World {
         for i in self.ids() {
             if let Some(why) = n.busy(i) {
                 return Some(why);
+            }
+        }
+        if !self.partitioned() {
+            for i in self.ids() {
+                let Some(node) = &n.hosts[usize::from(i)].node else {
+                    continue;
+                };
+                let c = node.connectivity();
+                for p in self.ids() {
+                    if p != i && n.running(p) && c.is_wanted(&p) && !c.is_connected(&p) {
+                        return Some(format!("n{i} is still dialing n{p}"));
+                    }
+                }
             }
         }
         let quiet_for = self.now().saturating_duration_since(n.last_activity);
@@ -598,6 +612,15 @@ impl World {
             self.sim.repair_oneway(na.as_str(), nb.as_str());
         }
         self.note(format_args!("heal"));
+    }
+
+    /// Releases the held link between `a` and `b` (its held traffic is delivered).
+    pub fn release(&mut self, a: u16, b: u16) {
+        if self.held.remove(&(a.min(b), a.max(b))) {
+            let (na, nb) = (net::host_name(a), net::host_name(b));
+            self.sim.release(na.as_str(), nb.as_str());
+            self.note(format_args!("release n{a} n{b}"));
+        }
     }
 
     /// Whether any partition is in force.
