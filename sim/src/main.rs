@@ -59,6 +59,10 @@ enum Cmd {
         /// Run each seed twice and compare the event-log hashes.
         #[arg(long)]
         check_determinism: bool,
+        /// Break the coordinator on purpose, to see a checker catch it: follow-everything,
+        /// ignore-replicator-scope, ack-before-persist or drop-outbox-on-restart.
+        #[arg(long)]
+        fault: Vec<String>,
     },
 }
 
@@ -104,7 +108,21 @@ fn main() -> ExitCode {
             nodes,
             minutes,
             check_determinism,
+            fault,
         } => {
+            let mut faults = hypha_protocols::node::Faults::default();
+            for f in &fault {
+                match f.as_str() {
+                    "follow-everything" => faults.follow_everything = true,
+                    "ignore-replicator-scope" => faults.ignore_replicator_scope = true,
+                    "ack-before-persist" => faults.ack_before_persist = true,
+                    "drop-outbox-on-restart" => faults.drop_outbox_on_restart = true,
+                    other => {
+                        eprintln!("error: unknown fault `{other}`");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
             let (seeds, nodes) = match (range(&seeds), range(&nodes)) {
                 (Ok(s), Ok(n)) => (s, n),
                 (Err(e), _) | (_, Err(e)) => {
@@ -120,6 +138,7 @@ fn main() -> ExitCode {
                 nodes,
                 safety: Duration::from_secs(minutes * 60),
                 check_determinism,
+                faults,
             };
             if sweep::run_cli(seeds, &config) {
                 ExitCode::SUCCESS

@@ -351,7 +351,7 @@ impl World {
             token
         };
         let result = self.await_persist(i, token)?;
-        let result = result.map_err(|e: CommitError| e.to_string());
+        let result = result.map_err(|e: CommitError| format!("{e} ({e:?})"));
         if let Ok(Committed::Local { block, .. }) = &result {
             self.model.local_write(i, block.doc_id(), block.cid());
         }
