@@ -59,6 +59,9 @@ enum Cmd {
         /// Run each seed twice and compare the event-log hashes.
         #[arg(long)]
         check_determinism: bool,
+        /// Print each seed's whole event log (for replaying one seed).
+        #[arg(long)]
+        trace: bool,
         /// Break the coordinator on purpose, to see a checker catch it: follow-everything,
         /// ignore-replicator-scope, ack-before-persist or drop-outbox-on-restart.
         #[arg(long)]
@@ -109,6 +112,7 @@ fn main() -> ExitCode {
             minutes,
             check_determinism,
             fault,
+            trace,
         } => {
             let mut faults = hypha_protocols::node::Faults::default();
             for f in &fault {
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
                 safety: Duration::from_secs(minutes * 60),
                 check_determinism,
                 faults,
+                trace,
             };
             if sweep::run_cli(seeds, &config) {
                 ExitCode::SUCCESS

@@ -146,6 +146,9 @@ pub(crate) fn host_name(i: u16) -> String {
     format!("n{i}")
 }
 
+/// A direct connection's record queue and its queued byte count.
+type Writer = (mpsc::UnboundedSender<Vec<u8>>, Rc<RefCell<usize>>);
+
 /// A live connection to a peer, direct or through a relay.
 #[derive(Debug)]
 struct Conn {
@@ -858,7 +861,7 @@ impl Net {
         peer: u16,
         dialer: u16,
         via: Option<u16>,
-        tx: Option<(mpsc::UnboundedSender<Vec<u8>>, Rc<RefCell<usize>>)>,
+        tx: Option<Writer>,
         now: Instant,
     ) -> Option<u64> {
         if !self.running(i) {

@@ -953,7 +953,7 @@ impl Runner {
                     if !every.is_zero() {
                         w.run_for(*every);
                     }
-                    if k % 500 == 0 {
+                    if k.is_multiple_of(500) {
                         w.check_durable();
                     }
                 }

@@ -36,6 +36,8 @@ pub struct Config {
     pub check_determinism: bool,
     /// Deliberate faults in every coordinator (to see the checkers catch them).
     pub faults: hypha_protocols::node::Faults,
+    /// Keep and print every seed's whole event log.
+    pub trace: bool,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             safety: Duration::from_secs(600),
             check_determinism: false,
             faults: hypha_protocols::node::Faults::default(),
+            trace: false,
         }
     }
 }
@@ -72,6 +75,8 @@ pub struct SeedOutcome {
     pub messages: u64,
     /// Event-log hash.
     pub hash: u64,
+    /// The whole event log, with [`Config::trace`].
+    pub log: Vec<String>,
     /// Wall time.
     pub wall: Duration,
 }
@@ -118,6 +123,7 @@ pub fn options(seed: u64, config: &Config) -> Options {
         10_000
     };
     o.faults = config.faults;
+    o.trace = config.trace;
     o
 }
 
@@ -316,6 +322,11 @@ pub fn run_seed(seed: u64, config: &Config, base: Options) -> SeedOutcome {
         writes,
         messages: w.traffic().messages,
         hash: w.log().hash(),
+        log: if config.trace {
+            w.log().tail()
+        } else {
+            Vec::new()
+        },
         wall: wall.elapsed(),
     }
 }
@@ -374,6 +385,9 @@ pub fn run_cli((from, to): (u64, u64), config: &Config) -> bool {
         }
         if !out.passed {
             failed += 1;
+        }
+        for line in &out.log {
+            println!("{}", line.replace(" n65535 ", " "));
         }
         let done = k as u64 + 1;
         let width = 30;

@@ -341,6 +341,20 @@ impl World {
     /// # Errors
     /// The store's refusal, or [`CommitError`]-less failure text when the host is down.
     pub fn submit(&mut self, i: u16, mutation: Mutation) -> Result<Committed, String> {
+        let what = match &mutation {
+            Mutation::Create { collection, .. } => format!("create in {collection}"),
+            Mutation::Update { doc_id, patch } => format!("update {doc_id} {patch}"),
+            Mutation::Delete { doc_id } => format!("delete {doc_id}"),
+            Mutation::AddSchema { .. } => "add schema".to_owned(),
+            Mutation::SetReplicator { peer, replicator } => format!(
+                "set replicator {peer:?}: {} collections, {} documents",
+                replicator.collections.len(),
+                replicator.documents.len()
+            ),
+            Mutation::DeleteReplicator { peer } => format!("delete replicator {peer:?}"),
+            other => format!("{other:?}"),
+        };
+        self.note(format_args!("n{i} submits: {what}"));
         let now = self.now();
         let token = {
             let mut n = self.net.borrow_mut();
@@ -354,6 +368,11 @@ impl World {
         let result = result.map_err(|e: CommitError| format!("{e} ({e:?})"));
         if let Ok(Committed::Local { block, .. }) = &result {
             self.model.local_write(i, block.doc_id(), block.cid());
+            self.note(format_args!(
+                "n{i} committed {} of {}",
+                block.cid(),
+                block.doc_id()
+            ));
         }
         result
     }
@@ -455,6 +474,7 @@ impl World {
         for name in names {
             self.model.follow_collection(i, name);
         }
+        self.note(format_args!("n{i} follows {names:?}"));
         Ok(())
     }
 
@@ -568,6 +588,7 @@ impl World {
         n.flush(a, now);
         drop(n);
         self.model.link(a, b);
+        self.note(format_args!("n{a} connects to n{b}"));
     }
 
     /// Cuts traffic between `left` and `right` (see [`PartitionMode`]) until [`World::heal`].

@@ -12,6 +12,7 @@ fn config() -> Config {
         safety: Duration::from_secs(300),
         check_determinism: false,
         faults: Faults::default(),
+        trace: false,
     }
 }
 
