@@ -8,7 +8,7 @@ use std::time::Duration;
 /// Lines kept for `--trace` and failure reports (older ones only count in the hash).
 pub(crate) const KEPT_LINES: usize = 2_000;
 
-/// An FNV-1a hash over every line, plus the last [`KEPT_LINES`] lines.
+/// An FNV-1a hash over every line, plus the last 2,000 lines (all of them when tracing).
 #[derive(Debug, Clone)]
 pub struct EventLog {
     hash: u64,
