@@ -7,7 +7,7 @@
 //! | checker | when | rule |
 //! |---|---|---|
 //! | [`Checker::AckedWriteLost`] | after every crash, stop, wait and scenario step | every local write acknowledged durable is in its host's store; a replicator ack is only sent for a document the target holds durably when the source hears of it |
-//! | [`Checker::OutboxForgotten`] | same | for a replicator S→T, a document in scope whose heads T lacks is still owed durably: in S's outbox, or S's catch-up marker is set (checked while S is idle and T is not connected to it: while connected, the catch-up push of every anti-entropy round owes T its whole scope) |
+//! | [`Checker::OutboxForgotten`] | same | for a replicator S→T, a document in scope whose heads T lacks is still owed durably: in S's outbox, or S's catch-up marker is set (checked while S is idle and T is not connected to it: while connected, the catch-up push of every anti-entropy round owes T its whole scope; and not after S cleared its catch-up marker for T until T is seen caught up: the coordinator then relies on the catch-up push of every reconnection, not on the outbox) |
 //! | [`Checker::Scope`] | same | a host holds only documents it wrote, follows (collection or document), synced on demand, or is a replicator target for |
 //! | [`Checker::QueueBound`] | same | every outbox within the store's bound, every disk queue within the coordinator's |
 //! | [`Checker::Convergence`] | after a wait with no partition in force | a follower holds every head its linked peers hold for what it follows; a replicator target every head of its scope; equal heads mean equal documents |
@@ -226,6 +226,7 @@ pub(crate) fn safety(w: &mut World) -> Vec<Violation> {
         }
         let owed: BTreeSet<DocId> = outbox.documents.iter().copied().collect();
         let held = w.docs_held(from);
+        let mut lacking = Vec::new();
         for (doc, collection) in held {
             if !(colls.contains(&collection) || docs.contains(&doc)) || owed.contains(&doc) {
                 continue;
@@ -241,7 +242,7 @@ pub(crate) fn safety(w: &mut World) -> Vec<Violation> {
                 heads.iter().any(|h| !s.is_applied(h).unwrap_or(false))
             });
             if lacks {
-                out.push(v(
+                lacking.push(v(
                     Checker::OutboxForgotten,
                     format!(
                         "n{to} lacks {collection} document {doc} of n{from}'s replicator scope, and n{from} no longer owes it"
@@ -249,6 +250,15 @@ pub(crate) fn safety(w: &mut World) -> Vec<Violation> {
                 ));
             }
         }
+        // Once the source cleared its catch-up marker, the obligation moved to the catch-up
+        // push that every (re)connection runs, until the target is seen caught up again.
+        if w.net().catching_up.contains(&(from, to)) {
+            if lacking.is_empty() {
+                w.net_mut().catching_up.remove(&(from, to));
+            }
+            continue;
+        }
+        out.extend(lacking);
     }
     out
 }

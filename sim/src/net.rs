@@ -226,6 +226,11 @@ pub(crate) struct Net {
     next_conn: u64,
     /// The last time any host received a record or finished a persist.
     pub(crate) last_activity: Instant,
+    /// (source, target) pairs whose catch-up marker the source cleared: from then on the
+    /// catch-up push of every (re)connection owes the target its scope (see [`crate::check`]).
+    pub(crate) catching_up: BTreeSet<(u16, u16)>,
+    /// Peers each host is configured with (`--peers`): wanted at every boot.
+    pub(crate) configured: BTreeMap<u16, BTreeSet<u16>>,
     /// Hole punches asked for (succeeded, failed).
     pub(crate) punches: (u64, u64),
     /// Replicator acknowledgements of a document the target did not hold durably when the
@@ -279,6 +284,8 @@ impl Net {
             next_conn: 0,
             last_activity: base,
             punches: (0, 0),
+            configured: BTreeMap::new(),
+            catching_up: BTreeSet::new(),
             bad_acks: Vec::new(),
         }
     }
@@ -315,11 +322,19 @@ impl Net {
         let relay_addrs: Vec<(u16, Vec<u8>)> =
             relays.iter().map(|&r| (r, self.address_of(r))).collect();
         let config = self.config.clone();
+        let peers: Vec<(u16, Vec<Vec<u8>>)> = self
+            .configured
+            .get(&i)
+            .into_iter()
+            .flatten()
+            .map(|&p| (p, vec![self.address_of(p)]))
+            .collect();
         let host = self.host(i);
         host.incarnation += 1;
         let node_config = Config::new(config.namespace.clone())
             .with_hot_docs(host.spec.hot_docs)
             .with_anti_entropy(config.anti_entropy)
+            .with_peers(peers)
             .with_faults(config.faults);
         let seed = mix(config.seed, u64::from(i), host.incarnation);
         let mut node = Node::new(node_config, seed);
@@ -977,7 +992,14 @@ impl Net {
             return;
         };
         let host = &self.hosts[usize::from(i)];
+        let cleared = match &mutation {
+            Mutation::ClearCatchUp { peer } => hypha_protocols::node::Peer::from_key(peer),
+            _ => None,
+        };
         let result = host.store.commit(mutation).map(|r| r.committed);
+        if let (Some(target), Ok(_)) = (cleared, &result) {
+            self.catching_up.insert((i, target));
+        }
         self.last_activity = now;
         self.with_node(i, now, |n, s, now| {
             n.handle_persisted(token, result, s, now)

@@ -1,11 +1,13 @@
 //! Seed sweeps: one random run per seed, everything drawn from it.
 //!
 //! A seed draws the number of hosts, their NATs (a public relay joins whenever a host is
-//! behind a NAT), link latency, fsync latency, a connected topology, who follows which
+//! behind a NAT), link latency, fsync latency, a connected topology of configured peers
+//! (`--peers`: wanted again after every restart), who follows which
 //! collection, replicators, and a schedule of writes and faults: symmetric, one-way and
-//! dropping partitions, heals, crashes (unsynced writes lost), clean stops with long offline
-//! periods, restarts, and swizzle-clogs (a host's links held one by one, released in random
-//! order). The **safety phase** runs that schedule with the durability, scope and bound
+//! dropping partitions, loss bursts on single links, heals, crashes (unsynced writes lost),
+//! clean stops (the host stays offline until a later start), restarts, and swizzle-clogs (a
+//! host's links held one by one, released in random order); some links get a higher latency
+//! ceiling than the rest. The **safety phase** runs that schedule with the durability, scope and bound
 //! checkers after every action. The **liveness phase** heals everything, starts every host,
 //! and must reach quiescence within [`LIVENESS_BUDGET`], after which every checker runs,
 //! convergence included.
@@ -148,6 +150,13 @@ pub fn run_seed(seed: u64, config: &Config, base: Options) -> SeedOutcome {
             failures.push(f);
         }
     };
+    // Some links are slower than the rest.
+    for _ in 0..r.below(u64::from(n)) {
+        let (a, b) = (r.below(u64::from(n)) as u16, r.below(u64::from(n)) as u16);
+        if a != b {
+            w.set_link_max_latency(a, b, Duration::from_millis(r.range(20, 300)));
+        }
+    }
     // Setup: schema, topology, follows, replicators.
     for i in 0..n {
         if let Err(e) = w.schema(i, ITEMS).and_then(|()| w.schema(i, NOTES)) {
@@ -156,12 +165,12 @@ pub fn run_seed(seed: u64, config: &Config, base: Options) -> SeedOutcome {
     }
     for i in 1..n {
         let j = r.below(u64::from(i)) as u16;
-        w.connect(i, j);
+        w.configure_peer(i, j);
     }
     for _ in 0..r.below(u64::from(n)) {
         let (a, b) = (r.below(u64::from(n)) as u16, r.below(u64::from(n)) as u16);
         if a != b {
-            w.connect(a, b);
+            w.configure_peer(a, b);
         }
     }
     for i in 0..n {
@@ -262,6 +271,16 @@ pub fn run_seed(seed: u64, config: &Config, base: Options) -> SeedOutcome {
             92..95 => {
                 faults += 1;
                 w.restart(i);
+            }
+            95..97 => {
+                // A loss burst on one link: everything sent across it for a moment is lost.
+                faults += 1;
+                let o = r.below(u64::from(n)) as u16;
+                if o != i && !w.partitioned() {
+                    w.partition(&[i], &[o], PartitionMode::Drop);
+                    w.run_for(Duration::from_millis(r.range(50, 3000)));
+                    w.heal();
+                }
             }
             _ => {
                 // Swizzle-clog: hold host i's links one by one, then release them in a random

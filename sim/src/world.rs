@@ -591,6 +591,17 @@ impl World {
         self.note(format_args!("n{a} connects to n{b}"));
     }
 
+    /// Configures `b` as a peer of `a` (`--peers`): `a` wants it now and after every restart.
+    pub fn configure_peer(&mut self, a: u16, b: u16) {
+        self.net
+            .borrow_mut()
+            .configured
+            .entry(a)
+            .or_default()
+            .insert(b);
+        self.connect(a, b);
+    }
+
     /// Cuts traffic between `left` and `right` (see [`PartitionMode`]) until [`World::heal`].
     pub fn partition(&mut self, left: &[u16], right: &[u16], mode: PartitionMode) {
         for &a in left {
@@ -633,6 +644,14 @@ impl World {
             self.sim.repair_oneway(na.as_str(), nb.as_str());
         }
         self.note(format_args!("heal"));
+    }
+
+    /// Raises (or lowers) the latency ceiling of the link between `a` and `b`.
+    pub fn set_link_max_latency(&mut self, a: u16, b: u16, max: Duration) {
+        let (na, nb) = (net::host_name(a), net::host_name(b));
+        self.sim
+            .set_link_max_message_latency(na.as_str(), nb.as_str(), max);
+        self.note(format_args!("link n{a} n{b} latency up to {max:?}"));
     }
 
     /// Releases the held link between `a` and `b` (its held traffic is delivered).
@@ -762,5 +781,9 @@ impl World {
 
     pub(crate) fn net(&self) -> std::cell::Ref<'_, Net> {
         self.net.borrow()
+    }
+
+    pub(crate) fn net_mut(&self) -> std::cell::RefMut<'_, Net> {
+        self.net.borrow_mut()
     }
 }
