@@ -34,7 +34,8 @@ pub struct Options {
     /// Virtual time one [`World::wait`] may take before it fails.
     pub wait_budget: Duration,
     /// How long the network must be silent (no record received, no persist finished) for
-    /// [`World::wait`] to call it quiescent; longer than the largest latency.
+    /// [`World::wait`] to call it quiescent; raised to at least twice the largest latency plus
+    /// a tick.
     pub quiet: Duration,
     /// The network namespace.
     pub namespace: String,
@@ -115,6 +116,9 @@ impl World {
             faults: options.faults,
             max_outbox_per_peer: options.max_outbox_per_peer,
         };
+        let mut options = options;
+        // Silence must outlast a record's worst delay.
+        options.quiet = options.quiet.max(options.latency.1 * 2 + options.tick);
         let mut n = Net::new(config, &options.hosts, base);
         n.log.keep_all = options.trace;
         let net: Shared = Rc::new(RefCell::new(n));
@@ -651,6 +655,7 @@ impl World {
         let (na, nb) = (net::host_name(a), net::host_name(b));
         self.sim
             .set_link_max_message_latency(na.as_str(), nb.as_str(), max);
+        self.options.quiet = self.options.quiet.max(max * 2 + self.options.tick);
         self.note(format_args!("link n{a} n{b} latency up to {max:?}"));
     }
 
