@@ -697,7 +697,9 @@ impl Net {
         if !current || !self.running(i) {
             return;
         }
-        self.last_activity = now;
+        if kind != KIND_PING {
+            self.last_activity = now;
+        }
         self.dispatch(i, peer, kind, body, now);
     }
 
