@@ -83,8 +83,6 @@ impl Model {
         self.acked[usize::from(i)].insert(cid);
     }
 
-    pub(crate) fn created(&mut self, _collection: &str, _doc: DocId) {}
-
     pub(crate) fn follow_collection(&mut self, i: u16, name: &str) {
         self.follows_c[usize::from(i)].insert(name.to_owned());
     }

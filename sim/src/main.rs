@@ -205,6 +205,10 @@ fn run(name: &str, seed: Option<u64>, trace: bool, check_determinism: bool) -> E
     println!("virtual time        {:.3} s", out.simulated.as_secs_f64());
     println!("messages            {}", out.messages);
     println!("bytes               {}", out.bytes);
+    println!(
+        "frames              backfill {}, replicator {}, head exchange {}; gossip {}",
+        out.frames[0], out.frames[1], out.frames[2], out.gossip
+    );
     println!("head-exchange       {} sessions", out.head_sync_sessions);
     println!("backfill            {} requests", out.backfill_requests);
     println!(

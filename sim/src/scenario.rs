@@ -778,8 +778,8 @@ impl Scenario {
                 break;
             }
         }
-        let final_violations = w.check();
-        let _ = final_violations;
+        // The final check; what it finds joins the violations found along the way.
+        w.check();
         let mut failures = r.failures;
         failures.extend(w.violations().iter().map(|v| format!("checker: {v}")));
         let traffic = w.traffic();
@@ -793,6 +793,8 @@ impl Scenario {
             converge: r.last_wait,
             messages: traffic.messages,
             bytes: traffic.bytes,
+            frames: traffic.frames,
+            gossip: traffic.gossip,
             head_sync_sessions: head_sync,
             backfill_requests: backfill,
             punches: w.punches(),
@@ -822,6 +824,10 @@ pub struct Outcome {
     pub messages: u64,
     /// Their bytes.
     pub bytes: u64,
+    /// Stream-protocol frames sent: backfill, replicator, head exchange.
+    pub frames: [u64; 3],
+    /// Gossip messages sent (hop by hop).
+    pub gossip: u64,
     /// Head-exchange sessions (running coordinators, since their last start).
     pub head_sync_sessions: u64,
     /// Backfill requests (running coordinators, since their last start).
@@ -1003,17 +1009,11 @@ impl Runner {
                 w.set_replicator(*from, *to, &colls, &ds)?;
             }
             Action::DeleteReplicator(from, to) => w.delete_replicator(*from, *to)?,
-            Action::Concurrently(steps) => {
-                let mut inner_failures = Vec::new();
-                w.concurrently(|w| {
-                    for s in steps {
-                        let before = self.failures.len();
-                        self.step(w, s);
-                        inner_failures.extend(self.failures.drain(before..));
-                    }
-                });
-                self.failures.extend(inner_failures);
-            }
+            Action::Concurrently(steps) => w.concurrently(|w| {
+                for s in steps {
+                    self.step(w, s);
+                }
+            }),
             Action::Partition(a, b, mode) => w.partition(a, b, *mode),
             Action::Heal => w.heal(),
             Action::Crash(n) => Self::hosts(w, n).into_iter().for_each(|i| w.crash(i)),

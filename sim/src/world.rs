@@ -428,10 +428,7 @@ impl World {
             document,
         };
         match self.submit(i, m)? {
-            Committed::Local { block, .. } => {
-                self.model.created(collection, block.doc_id());
-                Ok(block.doc_id())
-            }
+            Committed::Local { block, .. } => Ok(block.doc_id()),
             other => Err(format!("a create committed {other:?}")),
         }
     }
