@@ -197,7 +197,7 @@ fn run(name: &str, seed: Option<u64>, trace: bool, check_determinism: bool) -> E
     );
     match out.converge {
         Some(d) => println!(
-            "time to converge    {:.3} s (virtual, the last wait)",
+            "time to converge    {:.3} s (virtual: from the last wait's start to the last document change)",
             d.as_secs_f64()
         ),
         None => println!("time to converge    - (no wait)"),

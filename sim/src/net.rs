@@ -226,6 +226,8 @@ pub(crate) struct Net {
     next_conn: u64,
     /// The last time any host received a record or finished a persist.
     pub(crate) last_activity: Instant,
+    /// The last time a document changed on any host.
+    pub(crate) last_change: Instant,
     /// (source, target) pairs whose catch-up marker the source cleared: from then on the
     /// catch-up push of every (re)connection owes the target its scope (see [`crate::check`]).
     pub(crate) catching_up: BTreeSet<(u16, u16)>,
@@ -283,6 +285,7 @@ impl Net {
             rng,
             next_conn: 0,
             last_activity: base,
+            last_change: base,
             punches: (0, 0),
             configured: BTreeMap::new(),
             catching_up: BTreeSet::new(),
@@ -472,6 +475,7 @@ impl Net {
                     .record(at, i, format_args!("replicated {doc} to n{peer}"));
             }
             Event::Changed { doc, heads, .. } => {
+                self.last_change = now;
                 self.log
                     .record(at, i, format_args!("changed {doc} heads {}", heads.len()));
             }

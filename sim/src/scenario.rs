@@ -818,7 +818,9 @@ pub struct Outcome {
     pub failures: Vec<String>,
     /// Virtual time of the whole run.
     pub simulated: Duration,
-    /// Virtual time the last wait took to reach quiescence (time to converge).
+    /// Time to converge: from the start of the last wait to the last document change on any
+    /// host before it was quiescent (zero when nothing changed; quiescence itself also waits
+    /// for an anti-entropy round).
     pub converge: Option<Duration>,
     /// Records sent.
     pub messages: u64,
@@ -1031,7 +1033,9 @@ impl Runner {
             Action::Wait => {
                 let start = w.elapsed();
                 w.wait().map_err(|e| e.to_string())?;
-                self.last_wait = Some(w.elapsed() - start);
+                // Converged when the last document changed; quiescence also waits for an
+                // anti-entropy round.
+                self.last_wait = Some(w.last_change().saturating_sub(start));
             }
             Action::Run(d) => w.run_for(*d),
             Action::Expect {

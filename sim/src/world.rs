@@ -181,6 +181,12 @@ impl World {
         self.net.borrow_mut().log.note(at, what);
     }
 
+    /// Virtual time of the last document change on any host.
+    pub fn last_change(&self) -> Duration {
+        let n = self.net.borrow();
+        n.last_change - n.base
+    }
+
     /// Traffic counters so far.
     pub fn traffic(&self) -> Traffic {
         self.net.borrow().traffic
