@@ -190,6 +190,12 @@ pub struct Faults {
     /// Push every local commit to every replicator ever set, whatever its scope (a deleted
     /// replicator's scope is empty, so it is not forgotten either).
     pub ignore_replicator_scope: bool,
+    /// Acknowledge a replicator push as durable as soon as it arrives, before its blocks are
+    /// persisted: a crash of the target then loses what the source believes delivered.
+    pub ack_before_persist: bool,
+    /// Drop every replicator outbox at start: what was owed to a target before a restart is
+    /// never pushed.
+    pub drop_outbox_on_restart: bool,
 }
 
 /// How the coordinator and its cores are configured.
@@ -680,6 +686,9 @@ impl<P: Peer> Node<P> {
                 };
                 self.connectivity
                     .want(peer, r.addresses.clone(), Reason::Replicator, now);
+                if self.fault_drop_outbox_on_restart() {
+                    self.drop_outbox(&key, store);
+                }
                 self.replicators.insert(peer, r);
             }
         }
@@ -1265,6 +1274,12 @@ impl<P: Peer> Node<P> {
                 push.outstanding += 1;
             }
         }
+        if self.fault_ack_before_persist() {
+            self.inbound.remove(&(peer, id));
+            return self
+                .replicator
+                .respond(peer, id, replicator::Status::Durable, now);
+        }
         self.finish_push(peer, id, store, now);
     }
 
@@ -1780,6 +1795,27 @@ impl<P: Peer> Node<P> {
         true
     }
 
+    /// The `drop_outbox_on_restart` fault: acknowledges every entry of `peer`'s outbox at the
+    /// document's current heads, as if the target had them.
+    fn drop_outbox(&mut self, peer: &PeerKey, store: &Store) {
+        let Some(outbox) = self.read(store.outbox(peer, usize::MAX)) else {
+            return;
+        };
+        for doc_id in outbox.documents {
+            let heads = self
+                .read(store.state(&doc_id))
+                .flatten()
+                .map(|s| s.heads)
+                .unwrap_or_default();
+            let mutation = Mutation::AckOutbox {
+                peer: peer.clone(),
+                doc_id,
+                heads,
+            };
+            self.persist(mutation, Purpose::Quiet);
+        }
+    }
+
     fn persist(&mut self, mutation: Mutation, purpose: Purpose<P>) -> PersistToken {
         let token = PersistToken(self.next_token);
         self.next_token += 1;
@@ -1892,6 +1928,26 @@ impl<P: Peer> Node<P> {
 
     #[cfg(not(feature = "test-util"))]
     fn fault_ignore_follow(&self) -> bool {
+        false
+    }
+
+    #[cfg(feature = "test-util")]
+    fn fault_ack_before_persist(&self) -> bool {
+        self.config.faults.ack_before_persist
+    }
+
+    #[cfg(not(feature = "test-util"))]
+    fn fault_ack_before_persist(&self) -> bool {
+        false
+    }
+
+    #[cfg(feature = "test-util")]
+    fn fault_drop_outbox_on_restart(&self) -> bool {
+        self.config.faults.drop_outbox_on_restart
+    }
+
+    #[cfg(not(feature = "test-util"))]
+    fn fault_drop_outbox_on_restart(&self) -> bool {
         false
     }
 

@@ -44,7 +44,7 @@ use serde_json::{Map, Value};
 
 use crate::connectivity::{self, Path};
 use crate::node::{self, Command, Config, Event, Node, PersistToken, Protocol, Verdict};
-use crate::rng::SplitMix64;
+pub use crate::rng::SplitMix64;
 
 /// Adjusts node `i`'s coordinator configuration before it starts.
 pub type Configure = fn(u16, Config<u16>) -> Config<u16>;
@@ -673,23 +673,7 @@ impl Network {
         collection: &str,
         include_deleted: bool,
     ) -> Vec<Map<String, Value>> {
-        let store = self.store(i);
-        let Some(c) = store.collection(collection).expect("read") else {
-            return Vec::new();
-        };
-        let ids = store
-            .documents(c.id(), include_deleted, None, usize::MAX)
-            .expect("read");
-        ids.iter()
-            .filter_map(|d| {
-                let mut doc = store.document(d).expect("read")?;
-                let deleted = store.state(d).expect("read").is_some_and(|s| s.deleted);
-                if deleted {
-                    doc.insert("_deleted".to_owned(), Value::Bool(true));
-                }
-                Some(doc)
-            })
-            .collect()
+        documents(self.store(i), collection, include_deleted)
     }
 
     /// The values of `field` over the live documents of `collection` on node `i`, sorted.
@@ -1123,6 +1107,34 @@ impl Network {
         }
         Duration::from_nanos(self.rng.next_u64() % max)
     }
+}
+
+/// The documents of `collection` in `store` as JSON, in docID order; deleted ones only with
+/// `include_deleted` (they carry `"_deleted": true`). Shared with `hypha-sim`'s expectations.
+///
+/// # Panics
+/// If the store cannot be read.
+pub fn documents(
+    store: &Store,
+    collection: &str,
+    include_deleted: bool,
+) -> Vec<Map<String, Value>> {
+    let Some(c) = store.collection(collection).expect("read") else {
+        return Vec::new();
+    };
+    let ids = store
+        .documents(c.id(), include_deleted, None, usize::MAX)
+        .expect("read");
+    ids.iter()
+        .filter_map(|d| {
+            let mut doc = store.document(d).expect("read")?;
+            let deleted = store.state(d).expect("read").is_some_and(|s| s.deleted);
+            if deleted {
+                doc.insert("_deleted".to_owned(), Value::Bool(true));
+            }
+            Some(doc)
+        })
+        .collect()
 }
 
 /// A node's address in this harness: its number.
