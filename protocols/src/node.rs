@@ -97,6 +97,9 @@
 //! | documents read per outbox pump (`outbox_batch`) | 64 | bounds one read |
 //! | hot documents (`hot_docs`) | 64 | the seed's "frequently used" set; 0 disables. Persisted at most once per anti-entropy round, loaded at start |
 //! | inline block size (`max_inline_bytes`) | 32 KiB | an update fits one gossipsub message |
+//! | blocks a peer may have waiting for parents (`max_orphans_per_peer`) | 64 | an unknown-parent flood: past it a block whose parents are not here is dropped (anti-entropy brings a legitimate one back, parents first) |
+//! | blocks waiting for parents over all peers (`max_orphans`) | 1,024 | the same, whatever the number of peers (the store's own cap, 100,000, is the last line) |
+//! | time an orphan may wait for its parents (`orphan_ttl`) | 10 min | then it is evicted from the store's pending set (`Mutation::DropPending`) and its budget freed |
 //! | work per replayed block | one `contains` read | a block held already, on pubsub or in a push, is never persisted again |
 //!
 //! The cores' own bounds are in their module docs.
@@ -206,6 +209,9 @@ pub struct Config<P> {
     hot_docs: usize,
     max_inline_bytes: usize,
     max_persists: usize,
+    max_orphans_per_peer: usize,
+    max_orphans: usize,
+    orphan_ttl: Duration,
     outbox_batch: usize,
     anti_entropy: Duration,
     peers: Vec<(P, Vec<Address>)>,
@@ -227,6 +233,9 @@ impl<P: Ord> Config<P> {
             hot_docs: 64,
             max_inline_bytes: pubsub::DEFAULT_MAX_INLINE_BYTES,
             max_persists: 65_536,
+            max_orphans_per_peer: 64,
+            max_orphans: 1024,
+            orphan_ttl: Duration::from_secs(600),
             outbox_batch: 64,
             anti_entropy: Duration::from_secs(60),
             peers: Vec::new(),
@@ -260,6 +269,16 @@ impl<P: Ord> Config<P> {
     /// Persists awaiting their result. Default: 65,536.
     pub fn with_max_persists(mut self, n: usize) -> Config<P> {
         self.max_persists = n.max(1);
+        self
+    }
+
+    /// The unknown-parent budget: how many received blocks whose parents are not here may wait
+    /// in the pending set per peer (default 64) and over all peers (default 1,024), and for
+    /// how long before they are evicted (default 10 min).
+    pub fn with_orphans(mut self, per_peer: usize, total: usize, ttl: Duration) -> Config<P> {
+        self.max_orphans_per_peer = per_peer;
+        self.max_orphans = total;
+        self.orphan_ttl = ttl;
         self
     }
 
@@ -500,6 +519,11 @@ pub struct Stats {
     pub anti_entropy_rounds: u64,
     /// Documents head exchange found to differ and fetched or offered.
     pub head_sync_docs: u64,
+    /// Received blocks whose parents are not here, refused a place in the pending set because
+    /// their sender's orphan budget (or the total) was spent.
+    pub orphans_refused: u64,
+    /// Orphans evicted from the pending set after waiting `orphan_ttl` for their parents.
+    pub orphans_evicted: u64,
 }
 
 /// What the coordinator holds right now: the length of each of its queues and maps that an
@@ -608,6 +632,14 @@ pub struct Node<P> {
     hot_saved: u64,
     next_anti_entropy: Option<Instant>,
     persists: BTreeMap<PersistToken, Purpose<P>>,
+    /// Blocks whose ingest is outstanding (a parent among them is not an unknown parent).
+    ingesting: BTreeMap<Cid, usize>,
+    /// Orphans admitted to the pending set: their sender and when.
+    orphans: BTreeMap<Cid, (P, Instant)>,
+    /// The same, oldest first, for eviction; entries released early are skipped.
+    orphan_queue: VecDeque<(Instant, Cid)>,
+    /// Orphans admitted per sender.
+    orphans_by_peer: BTreeMap<P, usize>,
     inbound: BTreeMap<(P, InboundId), InboundPush>,
     fetches: BTreeMap<RequestId, Fetch<P>>,
     next_token: u64,
@@ -639,6 +671,10 @@ impl<P: Peer> Node<P> {
             hot_saved: 0,
             next_anti_entropy: None,
             persists: BTreeMap::new(),
+            ingesting: BTreeMap::new(),
+            orphans: BTreeMap::new(),
+            orphan_queue: VecDeque::new(),
+            orphans_by_peer: BTreeMap::new(),
             inbound: BTreeMap::new(),
             fetches: BTreeMap::new(),
             next_token: 0,
@@ -825,6 +861,12 @@ impl<P: Peer> Node<P> {
                 }
             }
             Purpose::Ingest { from, via, block } => {
+                if let Some(n) = self.ingesting.get_mut(&block.cid()) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.ingesting.remove(&block.cid());
+                    }
+                }
                 self.on_ingested(from, via, &block, result, store, now);
             }
             Purpose::Outbox { peer } => self.pump(peer, store, now),
@@ -989,6 +1031,7 @@ impl<P: Peer> Node<P> {
         self.replicator.handle_timeout(now);
         self.connectivity.handle_timeout(now);
         self.head_sync.handle_timeout(now);
+        self.evict_orphans(now);
         if self.next_anti_entropy.is_some_and(|t| t <= now) {
             self.anti_entropy(store, now);
         }
@@ -1016,6 +1059,9 @@ impl<P: Peer> Node<P> {
             self.connectivity.poll_timeout(),
             self.head_sync.poll_timeout(),
             self.next_anti_entropy,
+            self.orphan_queue
+                .front()
+                .and_then(|(at, _)| at.checked_add(self.config.orphan_ttl)),
         ]
         .into_iter()
         .flatten()
@@ -1161,6 +1207,9 @@ impl<P: Peer> Node<P> {
         match result {
             Ok(Committed::Ingested { outcome }) => match outcome {
                 Outcome::Applied { heads, applied, .. } => {
+                    for cid in &applied {
+                        self.release_orphan(cid);
+                    }
                     let collection = block.block().delta.collection;
                     if via != Via::Pubsub {
                         // A block that came by push or backfill and is now a head crosses to
@@ -1220,7 +1269,11 @@ impl<P: Peer> Node<P> {
         }
         match update.block {
             Some(block) => {
-                self.ingest(from, Via::Pubsub, block);
+                // Over the sender's orphan budget, the block is dropped: fetching it would let
+                // the flood take backfill's places instead.
+                if self.admit(from, &block, store, now) {
+                    self.ingest(from, Via::Pubsub, block);
+                }
             }
             None => {
                 let wanted = vec![update.cid];
@@ -1265,7 +1318,9 @@ impl<P: Peer> Node<P> {
         self.inbound.insert((peer, id), push);
         for block in blocks {
             // A block held already (a replay, or a push racing pubsub) is a no-op: no persist.
-            if self.read(store.contains(&block.cid())).unwrap_or(false) {
+            if self.read(store.contains(&block.cid())).unwrap_or(false)
+                || !self.admit(peer, &block, store, now)
+            {
                 continue;
             }
             if self.ingest(peer, Via::Push(peer, id), block)
@@ -1655,6 +1710,9 @@ impl<P: Peer> Node<P> {
                 let Some(peer) = self.fetches.get(&request).map(|f| f.peer) else {
                     return;
                 };
+                if !self.admit(peer, &block, store, now) {
+                    return;
+                }
                 if self.ingest(peer, Via::Backfill(request), block)
                     && let Some(f) = self.fetches.get_mut(&request)
                 {
@@ -1788,6 +1846,7 @@ impl<P: Peer> Node<P> {
             return false;
         }
         self.stats.ingested += 1;
+        *self.ingesting.entry(block.cid()).or_default() += 1;
         let mutation = Mutation::Ingest {
             block: block.clone(),
         };
@@ -1813,6 +1872,76 @@ impl<P: Peer> Node<P> {
                 heads,
             };
             self.persist(mutation, Purpose::Quiet);
+        }
+    }
+
+    /// Whether a received block may go to the store: at once when every parent is applied
+    /// here or being ingested; else (an orphan, which waits in the pending set) only within its
+    /// sender's orphan budget and the total.
+    fn admit(&mut self, from: P, block: &VerifiedBlock, store: &Store, now: Instant) -> bool {
+        let mut orphan = false;
+        for parent in &block.block().heads {
+            if !self.ingesting.contains_key(parent)
+                && !self.read(store.is_applied(parent)).unwrap_or(false)
+            {
+                orphan = true;
+                break;
+            }
+        }
+        if !orphan || self.orphans.contains_key(&block.cid()) {
+            return true;
+        }
+        let mine = self.orphans_by_peer.get(&from).copied().unwrap_or(0);
+        if mine >= self.config.max_orphans_per_peer || self.orphans.len() >= self.config.max_orphans
+        {
+            self.stats.orphans_refused += 1;
+            return false;
+        }
+        self.orphans.insert(block.cid(), (from, now));
+        self.orphan_queue.push_back((now, block.cid()));
+        *self.orphans_by_peer.entry(from).or_default() += 1;
+        if self.orphan_queue.len() > 2 * self.orphans.len() + 64 {
+            // Entries released early accumulate; keep the queue within twice the live ones.
+            let live = &self.orphans;
+            self.orphan_queue
+                .retain(|(at, c)| live.get(c).is_some_and(|(_, t)| t == at));
+        }
+        true
+    }
+
+    /// Frees an orphan's place in its sender's budget (it applied, or it is evicted).
+    fn release_orphan(&mut self, cid: &Cid) -> bool {
+        let Some((peer, _)) = self.orphans.remove(cid) else {
+            return false;
+        };
+        if let Some(n) = self.orphans_by_peer.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.orphans_by_peer.remove(&peer);
+            }
+        }
+        true
+    }
+
+    /// Evicts the orphans that waited `orphan_ttl` for their parents from the pending set.
+    fn evict_orphans(&mut self, now: Instant) {
+        let mut evicted = Vec::new();
+        while let Some(&(at, cid)) = self.orphan_queue.front() {
+            if at
+                .checked_add(self.config.orphan_ttl)
+                .is_none_or(|due| due > now)
+            {
+                break;
+            }
+            self.orphan_queue.pop_front();
+            let live = self.orphans.get(&cid).is_some_and(|(_, t)| *t == at);
+            if live && self.release_orphan(&cid) {
+                evicted.push(cid);
+            }
+        }
+        if !evicted.is_empty() {
+            self.stats.orphans_evicted += evicted.len() as u64;
+            self.persist(Mutation::DropPending { cids: evicted }, Purpose::Quiet);
         }
     }
 

@@ -642,3 +642,69 @@ fn attack_05_wide_dag_bomb_is_refused_by_the_links_cap() {
     a.assert_honest_converged();
     a.assert_bounded("attack 5", before, during);
 }
+
+// ---- 6. unknown-parent flood ----------------------------------------------------------------
+
+/// `count` orphans of the honest document — each names a parent that exists nowhere — as
+/// pubsub updates of the stranger.
+fn orphan_updates(a: &Arena, count: u64) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let b = a
+                .block(vec![fake_cid(1_000_000 + i)], 50, 3)
+                .sign(&evil_key())
+                .unwrap();
+            pubsub::Update::new(&b, vec![b.cid()], usize::MAX).encode()
+        })
+        .collect()
+}
+
+/// Attack 6: an unknown-parent flood — 2,000 blocks of a followed document whose parents
+/// never come, one every millisecond. Defence: a block whose parents are not all applied here
+/// takes a place in the pending set only within its sender's budget — at most
+/// `max_orphans_per_peer` (default 64) and `max_orphans` over all peers (default 1,024) —
+/// and is evicted from the store's pending set when its parents have not come within
+/// `orphan_ttl` (default 10 min); past the budget the block is dropped (each admitted orphan
+/// makes one fetch of its parents, within backfill's in-flight cap of 64). Bound: pending
+/// blocks from one peer ≤ 64 at any time, 0 after the time limit. Without the budget, every orphan is kept and
+/// the accounting passes 2× (shown).
+#[test]
+fn attack_06_unknown_parent_flood_is_held_to_the_pending_budget() {
+    let mut a = Arena::new(706, None);
+    let before = a.baseline();
+    let topic = a.topic();
+    let messages = orphan_updates(&a, 2_000);
+    let during = a.run(messages.len() as u64, |n, t| {
+        n.inject_pubsub(EVIL, VICTIM, &topic, &messages[t as usize]);
+    });
+    let pending = a.n.store(VICTIM).stats().unwrap().pending;
+    eprintln!(
+        "attack 6: {pending} pending, {:?}",
+        a.n.node(VICTIM).unwrap().stats()
+    );
+    assert!(pending <= 64, "{pending} pending from one peer");
+    assert!(pending > 0, "orphans within the budget are kept a while");
+    a.assert_honest_converged();
+    a.assert_bounded("attack 6", before, during);
+    // The time limit: the orphans are evicted.
+    a.n.run_for(Duration::from_secs(11 * 60));
+    assert_eq!(a.n.store(VICTIM).stats().unwrap().pending, 0, "evicted");
+    // The budget is free again: the honest pair still replicates.
+    a.run(100, |_, _| {});
+    a.assert_honest_converged();
+}
+
+/// Attack 6 with the budget lifted: every orphan is kept, the accounting passes 2×.
+#[test]
+fn attack_06_without_the_pending_budget_the_flood_grows_memory() {
+    let configure: Configure = |_, c| c.with_orphans(usize::MAX, usize::MAX, Duration::MAX);
+    let mut a = Arena::new(706, Some(configure));
+    let before = a.baseline();
+    let topic = a.topic();
+    let messages = orphan_updates(&a, 2_000);
+    let during = a.run(messages.len() as u64, |n, t| {
+        n.inject_pubsub(EVIL, VICTIM, &topic, &messages[t as usize]);
+    });
+    eprintln!("attack 6 unbounded: footprint before {before}, during {during}");
+    assert!(during > 2 * before, "the budget is what bounds it");
+}

@@ -176,7 +176,8 @@ pub use crate::meta::{
     PeerRecord, Replicator, Subscription, Subscriptions,
 };
 pub use crate::mutation::{
-    Committed, MAX_HOT_DOCUMENTS, MAX_PEERS, MAX_REPLICATORS, MAX_SUBSCRIPTIONS, Mutation,
+    Committed, MAX_DROP_PENDING, MAX_HOT_DOCUMENTS, MAX_PEERS, MAX_REPLICATORS, MAX_SUBSCRIPTIONS,
+    Mutation,
 };
 pub use crate::read::Stats;
 

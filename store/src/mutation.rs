@@ -110,7 +110,17 @@ pub enum Mutation {
         /// The documents with their collections.
         documents: Vec<(DocId, CollectionId)>,
     },
+    /// Evicts blocks from the pending set (orphans whose parents never came). A CID that is
+    /// not pending (applied meanwhile, or never stored) is skipped. At most
+    /// [`MAX_DROP_PENDING`] per mutation.
+    DropPending {
+        /// The pending blocks.
+        cids: Vec<Cid>,
+    },
 }
+
+/// The most pending blocks one [`Mutation::DropPending`] evicts.
+pub const MAX_DROP_PENDING: usize = 100_000;
 
 /// The most hot documents remembered.
 pub const MAX_HOT_DOCUMENTS: usize = 100_000;
@@ -302,6 +312,29 @@ pub(crate) fn run(
         }
         Mutation::ForgetPeer { peer } => {
             let changed = tx.remove(Table::Peers, &peer.0)?;
+            Ok(Committed::Meta { changed })
+        }
+        Mutation::DropPending { cids } => {
+            if cids.len() > MAX_DROP_PENDING {
+                return Err(limit(
+                    "pending blocks dropped",
+                    cids.len(),
+                    MAX_DROP_PENDING,
+                ));
+            }
+            let mut changed = false;
+            for cid in cids {
+                let key = cid.to_bytes();
+                let Some(v) = tx.get(Table::Pending, &key)? else {
+                    continue;
+                };
+                let (parents, _) = layout::decode_pending(&v)?;
+                for parent in &parents {
+                    tx.remove(Table::Waiting, &layout::waiting_key(parent, cid))?;
+                }
+                tx.remove(Table::Pending, &key)?;
+                changed = true;
+            }
             Ok(Committed::Meta { changed })
         }
         Mutation::SetHotDocuments { documents } => {
