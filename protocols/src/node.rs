@@ -628,6 +628,9 @@ pub struct Node<P> {
     catching_up: BTreeMap<P, BTreeSet<head_sync::SessionId>>,
     /// Targets whose catch-up marker is being cleared.
     clearing: BTreeSet<P>,
+    /// Targets asked to be caught up while a catch-up of theirs was in flight: caught up again
+    /// when it ends, since it may have read their state before the latest commits.
+    recatch: BTreeSet<P>,
     /// The hot-document generation last persisted.
     hot_saved: u64,
     next_anti_entropy: Option<Instant>,
@@ -668,6 +671,7 @@ impl<P: Peer> Node<P> {
             replicators: BTreeMap::new(),
             catching_up: BTreeMap::new(),
             clearing: BTreeSet::new(),
+            recatch: BTreeSet::new(),
             hot_saved: 0,
             next_anti_entropy: None,
             persists: BTreeMap::new(),
@@ -934,6 +938,7 @@ impl<P: Peer> Node<P> {
         self.replicator.handle_disconnected(peer, now);
         self.backfill.handle_disconnected(peer, now);
         self.head_sync.handle_disconnected(peer, now);
+        self.recatch.remove(&peer);
         self.inbound.retain(|(p, _), _| *p != peer);
         self.process(store, now);
     }
@@ -1577,8 +1582,13 @@ impl<P: Peer> Node<P> {
     /// when it is set, when it (re)connects, when its outbox overflowed, and every
     /// anti-entropy round.
     fn catch_up(&mut self, peer: P, store: &Store, now: Instant) {
-        let busy = self.catching_up.get(&peer).is_some_and(|s| !s.is_empty());
-        if !self.connectivity.is_connected(&peer) || busy {
+        if !self.connectivity.is_connected(&peer) {
+            return;
+        }
+        if self.catching_up.get(&peer).is_some_and(|s| !s.is_empty()) {
+            // The session in flight may have read the peer's state before what made this
+            // call (a ClearCatchUp that just landed): run once more when it ends.
+            self.recatch.insert(peer);
             return;
         }
         let Some(scope) = self.replicators.get(&peer) else {
@@ -1772,6 +1782,9 @@ impl<P: Peer> Node<P> {
                     sessions.remove(&session);
                     if sessions.is_empty() {
                         self.catching_up.remove(&peer);
+                        if self.recatch.remove(&peer) {
+                            self.catch_up(peer, store, now);
+                        }
                     }
                 }
             }
@@ -1782,7 +1795,8 @@ impl<P: Peer> Node<P> {
     fn fetch_heads(&mut self, peer: P, doc: DocId, heads: Vec<Cid>, store: &Store, now: Instant) {
         let missing: Vec<Cid> = heads
             .into_iter()
-            .filter(|h| !self.read(store.contains(h)).unwrap_or(true))
+            // A pending head counts as missing: its ancestors are what is lacking.
+            .filter(|h| !self.read(store.is_applied(h)).unwrap_or(true))
             .collect();
         if !missing.is_empty() {
             self.stats.head_sync_docs += 1;

@@ -1,5 +1,4 @@
-//! Coordinator bugs the simulator found, kept as failing checks until they are fixed (run with
-//! `cargo test -p hypha-sim --test known_issues -- --ignored`).
+//! Coordinator bugs the simulator found, kept as regression tests now that they are fixed.
 
 use hypha_sim::Scenario;
 
@@ -12,7 +11,6 @@ use hypha_sim::Scenario;
 /// seeds in three; re-running the catch-up when the in-flight session completes (if a clear
 /// landed meanwhile) makes all pass.
 #[test]
-#[ignore = "known coordinator race: catch-up after ClearCatchUp skipped while an earlier session runs"]
 fn a_document_committed_while_the_catch_up_marker_is_set_arrives_with_the_catch_up() {
     let s = Scenario::parse(
         "catch-up-race.toml",
@@ -33,7 +31,6 @@ fn a_document_committed_while_the_catch_up_marker_is_set_arrives_with_the_catch_
 /// for: the follower stays two blocks behind forever (the liveness phase gives up after two
 /// virtual hours). With `is_applied` instead of `contains` there, the seed converges in 26 s.
 #[test]
-#[ignore = "known coordinator bug: head exchange never backfills the ancestors of pending heads"]
 fn pending_heads_are_backfilled_by_head_exchange() {
     use hypha_sim::sweep::{self, Config};
     let c = Config::default();
