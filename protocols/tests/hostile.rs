@@ -708,3 +708,137 @@ fn attack_06_without_the_pending_budget_the_flood_grows_memory() {
     eprintln!("attack 6 unbounded: footprint before {before}, during {during}");
     assert!(during > 2 * before, "the budget is what bounds it");
 }
+
+// ---- 15. unauthorized pushes and the per-source quota ---------------------------------------
+
+/// `count` pushes of new documents by the stranger's key, each a genesis block of about 2 KiB.
+fn spam_pushes(a: &Arena, count: u64) -> (Vec<Vec<u8>>, Vec<(Cid, usize)>) {
+    let mut author = Author::signing(evil_key());
+    let c = a.collection();
+    let filler = "x".repeat(2000);
+    (0..count)
+        .map(|i| {
+            let b = author
+                .create(&c, &json!({"Name": format!("spam {i} {filler}"), "Age": i}))
+                .unwrap();
+            let frame = push_frame(
+                i + 1,
+                c.id(),
+                b.doc_id(),
+                &[b.cid()],
+                vec![b.bytes().to_vec()],
+            );
+            (frame, (b.cid(), b.bytes().len()))
+        })
+        .unzip()
+}
+
+/// Attack 15, with an allow list: the victim takes pushes from node 0 only; the stranger
+/// pushes 200 valid documents. Defence: the replicator refuses a push from a source off the
+/// allow list with `UNAUTHORIZED` before reading its blocks — nothing is written; node 0's
+/// pushes are taken. Bound: no state per refused push.
+#[test]
+fn attack_15_a_push_from_off_the_allow_list_is_unauthorized_and_writes_nothing() {
+    let configure: Configure = |i, c| {
+        if i == VICTIM {
+            let allowed = Some(std::collections::BTreeSet::from([HONEST]));
+            c.with_replicator(replicator::Config::default().with_allowed_sources(allowed))
+        } else {
+            c
+        }
+    };
+    let mut a = Arena::new(715, Some(configure));
+    a.n.set_replicator(HONEST, VICTIM, &["Users"], &[]);
+    let before = a.baseline();
+    let (frames, cids) = spam_pushes(&a, 200);
+    let during = a.run(frames.len() as u64, |n, t| {
+        n.inject_frame(EVIL, VICTIM, Protocol::Replicator, &frames[t as usize]);
+    });
+    let acked = acks(&mut a.n);
+    assert_eq!(acked.len(), 200);
+    assert!(
+        acked
+            .iter()
+            .all(|(_, s)| *s == rpb::AckStatus::UNAUTHORIZED),
+        "{acked:?}"
+    );
+    assert_eq!(
+        a.n.node(VICTIM)
+            .unwrap()
+            .replicator_stats()
+            .refused_unauthorized,
+        200
+    );
+    for (c, _) in &cids {
+        assert!(!a.n.store(VICTIM).contains(c).unwrap(), "nothing written");
+    }
+    assert_eq!(a.n.store(VICTIM).stats().unwrap().documents, 1);
+    // Node 0 is on the list: its pushes are acknowledged.
+    let replicated =
+        a.n.events(HONEST)
+            .iter()
+            .filter(|e| matches!(e, Event::Replicated { peer: VICTIM, .. }))
+            .count();
+    assert!(replicated > 0, "the allowed source replicates");
+    a.assert_honest_converged();
+    a.assert_bounded("attack 15 (allow list)", before, during);
+}
+
+/// Attack 15, without an allow list: a stranger pushes new documents at full rate (2,000
+/// pushes of ~2 KiB, one a millisecond). Defence: each source has a byte quota, a token
+/// bucket of `quota_bytes` per `quota_window` (default 64 MiB per 60 s; here 256 KiB per
+/// 60 s, to keep the test small), and at most 16 pushes unanswered; past it a push is answered
+/// `BUSY` and nothing of it is written. Bound: what a source writes in a window ≤ its quota
+/// plus one push. Without the quota every push is written and the accounting passes 2×
+/// (shown).
+#[test]
+fn attack_15_a_stranger_pushing_at_full_rate_is_held_to_its_quota() {
+    let quota: Configure = |_, c| {
+        c.with_replicator(
+            replicator::Config::default().with_quota(256 << 10, Duration::from_secs(60)),
+        )
+    };
+    let unlimited: Configure = |_, c| {
+        c.with_replicator(
+            replicator::Config::default().with_quota(u64::MAX, Duration::from_secs(60)),
+        )
+    };
+    let mut written = Vec::new();
+    for configure in [quota, unlimited] {
+        let mut a = Arena::new(716, Some(configure));
+        let before = a.baseline();
+        let (frames, cids) = spam_pushes(&a, 2_000);
+        let during = a.run(frames.len() as u64, |n, t| {
+            n.inject_frame(EVIL, VICTIM, Protocol::Replicator, &frames[t as usize]);
+        });
+        let acked = acks(&mut a.n);
+        let busy = acked
+            .iter()
+            .filter(|(_, s)| *s == rpb::AckStatus::BUSY)
+            .count();
+        let held: Vec<usize> = cids
+            .iter()
+            .filter(|(c, _)| a.n.store(VICTIM).contains(c).unwrap())
+            .map(|(_, len)| *len)
+            .collect();
+        let (stored, stored_bytes) = (held.len(), held.iter().sum::<usize>());
+        eprintln!(
+            "attack 15 (quota): {stored} of 2000 written (~{stored_bytes} bytes), {busy} BUSY; \
+             footprint before {before}, during {during}"
+        );
+        written.push((stored, stored_bytes, busy, before, during));
+        a.assert_honest_converged();
+    }
+    let (stored, bytes, busy, before, during) = written[0];
+    // 256 KiB, what refills in the 2 s of the attack, and the push that crossed the line.
+    let allowed = (256 << 10) + (256 << 10) * 2 / 60 + 2_500;
+    assert!(
+        bytes <= allowed,
+        "{stored} pushes, {bytes} bytes written: held to the quota"
+    );
+    assert!(busy > 0);
+    assert!(during <= 2 * before, "{during} > 2 × {before}");
+    let (stored, _, _, before, during) = written[1];
+    assert_eq!(stored, 2_000, "without the quota every push is written");
+    assert!(during > 2 * before, "the quota is what bounds it");
+}
