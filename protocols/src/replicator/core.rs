@@ -207,6 +207,10 @@ pub enum Violation {
     /// An ack without a known status.
     #[error("an ack without a known status")]
     BadStatus,
+    /// A push reusing the id of one of the source's pushes that is not answered yet: ignored,
+    /// so it can neither free the first one's place nor be confused with it.
+    #[error("a push reusing the id of an unanswered push")]
+    DuplicateId,
 }
 
 /// What happened.
@@ -594,6 +598,13 @@ impl<P: Copy + Ord + fmt::Debug> Replicator<P> {
         {
             self.stats.refused_unauthorized += 1;
             return self.ack(peer, id, Status::Unauthorized);
+        }
+        if self
+            .sources
+            .get(&peer)
+            .is_some_and(|b| b.inbound.contains(&id))
+        {
+            return self.misbehaved(peer, Violation::DuplicateId);
         }
         let bytes: u64 = push.blocks.iter().map(|b| b.len() as u64).sum();
         if !self.admit(peer, id, bytes, now) {
