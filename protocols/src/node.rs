@@ -96,6 +96,7 @@
 //! | unanswered pushes held as a target | the replicator's `max_inbound_per_source` × sources | each answered or dropped on disconnect |
 //! | documents read per outbox pump (`outbox_batch`) | 64 | bounds one read |
 //! | hot documents (`hot_docs`) | 64 | the seed's "frequently used" set; 0 disables. Persisted at most once per anti-entropy round, loaded at start |
+//! | blocks one fetch takes over its truncated continuations (`max_fetch_depth`) | 100,000 | a deep DAG bomb (answers truncated forever) stops there, `Violation::Backfill(DepthExceeded)`; each answer is also within backfill's `max_blocks` and `max_bytes` |
 //! | inline block size (`max_inline_bytes`) | 32 KiB | an update fits one gossipsub message |
 //! | blocks a peer may have waiting for parents (`max_orphans_per_peer`) | 64 | an unknown-parent flood: past it a block whose parents are not here is dropped (anti-entropy brings a legitimate one back, parents first) |
 //! | blocks waiting for parents over all peers (`max_orphans`) | 1,024 | the same, whatever the number of peers (the store's own cap, 100,000, is the last line) |
@@ -209,6 +210,7 @@ pub struct Config<P> {
     hot_docs: usize,
     max_inline_bytes: usize,
     max_persists: usize,
+    max_fetch_depth: u64,
     max_orphans_per_peer: usize,
     max_orphans: usize,
     orphan_ttl: Duration,
@@ -233,6 +235,7 @@ impl<P: Ord> Config<P> {
             hot_docs: 64,
             max_inline_bytes: pubsub::DEFAULT_MAX_INLINE_BYTES,
             max_persists: 65_536,
+            max_fetch_depth: 100_000,
             max_orphans_per_peer: 64,
             max_orphans: 1024,
             orphan_ttl: Duration::from_secs(600),
@@ -269,6 +272,13 @@ impl<P: Ord> Config<P> {
     /// Persists awaiting their result. Default: 65,536.
     pub fn with_max_persists(mut self, n: usize) -> Config<P> {
         self.max_persists = n.max(1);
+        self
+    }
+
+    /// The depth budget: how many blocks one fetch may take over its truncated continuations.
+    /// Default: 100,000.
+    pub fn with_max_fetch_depth(mut self, blocks: u64) -> Config<P> {
+        self.max_fetch_depth = blocks;
         self
     }
 
@@ -608,6 +618,8 @@ struct Fetch<P> {
     purpose: FetchFor<P>,
     outstanding: usize,
     completed: Option<bool>,
+    /// Blocks received for this fetch and the truncated ones it continues.
+    depth: u64,
 }
 
 /// The sans-IO coordinator of one Hypha node. See the [module docs](self).
@@ -1435,6 +1447,7 @@ impl<P: Peer> Node<P> {
                 purpose,
                 outstanding: 0,
                 completed: None,
+                depth: 0,
             },
         );
         Some(request)
@@ -1453,7 +1466,12 @@ impl<P: Peer> Node<P> {
         // invariant: looked up just above.
         let fetch = self.fetches.remove(&request).expect("fetch present");
         let mut next = None;
-        if truncated {
+        if truncated && fetch.depth >= self.config.max_fetch_depth {
+            self.misbehaved(
+                fetch.peer,
+                Violation::Backfill(backfill::Violation::DepthExceeded),
+            );
+        } else if truncated {
             next = self.fetch(
                 fetch.doc,
                 fetch.wanted.clone(),
@@ -1463,6 +1481,9 @@ impl<P: Peer> Node<P> {
                 store,
                 now,
             );
+            if let Some(f) = next.and_then(|r| self.fetches.get_mut(&r)) {
+                f.depth = fetch.depth;
+            }
         }
         match fetch.purpose {
             FetchFor::Follow => {}
@@ -1717,9 +1738,11 @@ impl<P: Peer> Node<P> {
     fn on_backfill(&mut self, event: backfill::Event<P>, store: &Store, now: Instant) {
         match event {
             backfill::Event::Received { request, block } => {
-                let Some(peer) = self.fetches.get(&request).map(|f| f.peer) else {
+                let Some(f) = self.fetches.get_mut(&request) else {
                     return;
                 };
+                f.depth += 1;
+                let peer = f.peer;
                 if !self.admit(peer, &block, store, now) {
                     return;
                 }

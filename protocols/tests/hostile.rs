@@ -39,6 +39,8 @@ use quick_protobuf::{MessageWrite, Writer};
 use serde_json::json;
 
 const U: &str = "type Users { Name: String  Age: Int }";
+/// A collection only the victim follows (attack 4's deep histories).
+const D: &str = "type Deep { Name: String  Age: Int }";
 const HONEST: u16 = 0;
 const VICTIM: u16 = 1;
 const EVIL: u16 = 666;
@@ -68,7 +70,8 @@ impl Arena {
         o.configure = configure;
         let mut n = Network::new(o);
         n.schema_all(U);
-        n.follow_collections(VICTIM, &["Users"]).unwrap();
+        n.schema_all(D);
+        n.follow_collections(VICTIM, &["Users", "Deep"]).unwrap();
         n.follow_collections(HONEST, &["Users"]).unwrap();
         n.connect(VICTIM, HONEST);
         n.wait().unwrap();
@@ -841,4 +844,177 @@ fn attack_15_a_stranger_pushing_at_full_rate_is_held_to_its_quota() {
     let (stored, _, _, before, during) = written[1];
     assert_eq!(stored, 2_000, "without the quota every push is written");
     assert!(during > 2 * before, "the quota is what bounds it");
+}
+
+// ---- 4. deep DAG bomb -----------------------------------------------------------------------
+
+/// A chain of tiny blocks by the stranger's key, made as the victim asks for them.
+struct Chain {
+    doc: DocId,
+    blocks: Vec<VerifiedBlock>,
+    collection: hypha_crdt::Collection,
+    author: Author,
+}
+
+impl Chain {
+    fn new(a: &Arena, name: &str) -> Chain {
+        let collection = a.n.store(VICTIM).collection("Deep").unwrap().unwrap();
+        let mut author = Author::unsigned([0xEE; 32]);
+        let genesis = author
+            .create(&collection, &json!({"Name": name, "Age": 0}))
+            .unwrap();
+        Chain {
+            doc: genesis.doc_id(),
+            blocks: vec![genesis],
+            collection,
+            author,
+        }
+    }
+
+    /// Block `i` (0 is the genesis), made on demand.
+    fn get(&mut self, i: usize) -> VerifiedBlock {
+        while self.blocks.len() <= i {
+            let parent = self.blocks.last().unwrap();
+            let p = parent.block().delta.priority;
+            let block = Block {
+                heads: vec![parent.cid()],
+                delta: Delta {
+                    doc_id: self.doc,
+                    collection: self.collection.id(),
+                    schema_version: self.collection.version(),
+                    priority: p + 1,
+                    status: Status::Active,
+                    fields: BTreeMap::from([(
+                        "Age".to_owned(),
+                        FieldOp::Lww {
+                            priority: p + 1,
+                            value: Ipld::Integer(i128::from(p)),
+                        },
+                    )]),
+                },
+                author: None,
+                signature: None,
+            };
+            let _ = &self.author;
+            self.blocks.push(block.encode().unwrap());
+        }
+        self.blocks[i].clone()
+    }
+}
+
+/// The stranger announces `head` of `doc` (CID only) and serves the victim's backfill
+/// requests from `chain`, oldest first, each answer within the request's budget
+/// (`max_blocks`), until the victim stops asking or `limit` blocks were served. Returns the
+/// blocks served, the requests seen and the victim's peak footprint.
+fn serve_chain(a: &mut Arena, chain: &mut Chain, head: Cid, limit: usize) -> (usize, u64, u64) {
+    let topic = pubsub::collection_topic("hypha", &chain.collection.id());
+    let update = encode(&ppb::Update {
+        doc_id: chain.doc.to_bytes().to_vec(),
+        collection_id: chain.collection.id().0.to_bytes(),
+        cid: head.to_bytes(),
+        block: Vec::new(),
+        heads: vec![head.to_bytes()],
+    });
+    a.n.inject_pubsub(EVIL, VICTIM, &topic, &update);
+    let (mut served, mut requests, mut peak) = (0usize, 0u64, footprint(&a.n));
+    loop {
+        let asks: Vec<bpb::Request> =
+            a.n.take_sent(EVIL)
+                .into_iter()
+                .filter(|(_, p, _)| *p == Protocol::Backfill)
+                .filter_map(
+                    |(_, _, f)| match wire::decode_message::<bpb::Frame>(&f).ok()?.kind {
+                        bpb::mod_Frame::OneOfkind::request(r) => Some(r),
+                        _ => None,
+                    },
+                )
+                .collect();
+        if asks.is_empty() {
+            break;
+        }
+        for r in asks {
+            requests += 1;
+            let n = (r.max_blocks as usize).min(limit.saturating_sub(served));
+            let blocks: Vec<Vec<u8>> = (served..served + n)
+                .map(|i| chain.get(i).bytes().to_vec())
+                .collect();
+            served += n;
+            let more = served < limit;
+            let frame = encode(&bpb::Frame {
+                kind: bpb::mod_Frame::OneOfkind::response(bpb::Response {
+                    id: r.id,
+                    blocks,
+                    done: true,
+                    status: if more {
+                        bpb::Status::TRUNCATED
+                    } else {
+                        bpb::Status::COMPLETE
+                    },
+                }),
+            });
+            a.n.inject_frame(EVIL, VICTIM, Protocol::Backfill, &frame);
+        }
+        a.n.run_for(Duration::from_millis(5));
+        peak = peak.max(footprint(&a.n));
+    }
+    (served, requests, peak)
+}
+
+/// The depth of the legitimate history in attack 4, and the depth budget there.
+const DEEP: usize = 10_000;
+
+/// Attack 4: a deep DAG bomb — a head announced at depth 10⁶, its chain of tiny blocks
+/// served oldest first, each answer within the request's budget and marked truncated, so the
+/// victim keeps asking. Defence: backfill streams a history oldest first, `max_blocks` per
+/// request (default 100,000; here 1,000) and `max_bytes` (64 MiB), every block applied as it
+/// arrives (nothing waits in the pending set); and one fetch stops after `max_fetch_depth`
+/// blocks over its truncated continuations (default 100,000; here [`DEEP`] = 10⁴) —
+/// `Violation::Backfill(DepthExceeded)`, which lowers the sender's standing. Scale: the
+/// bomb's 10⁶ blocks are made on demand, so only what the victim asks for exists; a
+/// legitimate history of [`DEEP`] blocks completes under the same budgets first, and is part
+/// of the baseline. Bound: blocks fetched per announcement ≤ `max_fetch_depth`.
+#[test]
+fn attack_04_deep_dag_bomb_is_cut_off_by_budgets() {
+    let configure: Configure = |_, c| {
+        c.with_backfill(backfill::Config::default().with_max_blocks(DEEP as u32 / 10))
+            .with_max_fetch_depth(DEEP as u64)
+    };
+    let mut a = Arena::new(704, Some(configure));
+
+    // A legitimate deep history of DEEP blocks, announced by its real head.
+    let mut legit = Chain::new(&a, "deep");
+    let head = legit.get(DEEP - 1).cid();
+    let (served, requests, _) = serve_chain(&mut a, &mut legit, head, DEEP);
+    assert_eq!(served, DEEP);
+    assert_eq!(requests, 10, "streamed in budget-sized requests");
+    assert!(
+        a.n.store(VICTIM).is_applied(&head).unwrap(),
+        "the deep history completed"
+    );
+    assert_eq!(
+        a.n.store(VICTIM).stats().unwrap().pending,
+        0,
+        "oldest first: nothing pending"
+    );
+    assert!(a.violations().is_empty(), "{:?}", a.violations());
+    let before = a.baseline();
+
+    // The bomb: a head claimed at depth 10⁶ (no block has it: the attacker makes blocks as
+    // they are asked for), DEEP / 10 blocks an answer, always truncated.
+    let mut bomb = Chain::new(&a, "bomb");
+    let fake_head = fake_cid(10u64.pow(6));
+    let (served, requests, during) = serve_chain(&mut a, &mut bomb, fake_head, 1_000_000);
+    eprintln!("attack 4: the bomb was served {served} blocks in {requests} requests");
+    assert_eq!(served, DEEP, "cut off at the depth budget");
+    let v = a.violations();
+    assert_eq!(v, [Violation::Backfill(backfill::Violation::DepthExceeded)]);
+    assert_eq!(a.n.store(VICTIM).stats().unwrap().pending, 0);
+    let during = during.max(a.run(200, |_, _| {}));
+    a.assert_honest_converged();
+    let added = during - before;
+    assert!(
+        added <= DEEP as u64 + 2 * 64,
+        "the bomb added {added}: within the budget"
+    );
+    a.assert_bounded("attack 4", before, during);
 }

@@ -183,6 +183,10 @@ pub enum Violation {
     /// A request that names no document or no wanted heads, or CIDs that are not CIDs.
     #[error("a malformed request")]
     BadRequest,
+    /// A history deeper than the requester's depth budget: every answer truncated, again and
+    /// again (a deep DAG bomb). Reported by the coordinator, which stops asking.
+    #[error("a history deeper than the depth budget")]
+    DepthExceeded,
 }
 
 struct InFlight<P> {
