@@ -9,6 +9,7 @@
 //! clock after taking its origin. After every input the body drains the core's outputs and
 //! asserts what the core's module docs promise ("Bounds and defaults").
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -186,6 +187,8 @@ impl Fixture {
 
 thread_local! {
     static FIXTURE: Fixture = Fixture::new();
+    /// Whether forged messages may carry inputs that reach known bugs.
+    static STRICT: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Virtual time: an origin, then only forward steps chosen by the input.
@@ -1254,7 +1257,9 @@ fn forge(
             collections: vec![head_sync_pb::CollectionRoot {
                 collection_tag: tag(*other),
                 root: root.iter().copied().cycle().take(32).collect(),
-                count: *count,
+                // Outside the strict variants, counts stay below 2⁶², clear of the known
+                // overflow in the responder (see `node_coordinator_strict`).
+                count: if STRICT.get() { *count } else { *count >> 2 },
             }],
         }),
         Forged::Sketches {
@@ -1595,7 +1600,10 @@ pub fn connectivity_core(data: &[u8]) {
         // Reservations are capped while private, cancelled when public; with the command
         // queue full the cancellations wait for room, and while reachability is unknown the
         // core keeps what the driver reports (at most the known relays).
-        if stats.queued_commands < CN_QUEUE {
+        // A decision starved by a full queue waits for the next input (`poll_timeout` is then
+        // the last input's time), even once the driver has made room.
+        let starved = core.poll_timeout() == Some(clock.now);
+        if stats.queued_commands < CN_QUEUE && !starved {
             match core.reachability() {
                 connectivity::Reachability::Private => {
                     assert!(stats.reserved_relays <= CN_RELAYS, "max_relays holds");
@@ -1739,6 +1747,24 @@ const ATTACKER: u16 = 7;
 /// outstanding never exceed `max_persists`; the commands one input causes stay within
 /// 512 (`ND_COMMANDS_PER_INPUT`); every frame sent is within the cap.
 pub fn node_coordinator(data: &[u8]) {
+    node_run(data);
+}
+
+/// [`node_coordinator`], with forged head-exchange Hellos carrying any collection count. Known
+/// to fail: a Hello whose count differs from the responder's by more than `u64::MAX / 3`
+/// overflows `3 * gap` in the head-exchange responder (`serve_hello`, choosing a sketch
+/// level): a panic where overflow checks are on (debug builds, fuzzing), a wrapped product and
+/// a wrong level choice in release.
+pub fn node_coordinator_strict(data: &[u8]) {
+    STRICT.set(true);
+    let result = std::panic::catch_unwind(|| node_run(data));
+    STRICT.set(false);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn node_run(data: &[u8]) {
     let Some((seed, ops)) = script::<NodeOp>(data) else {
         return;
     };
