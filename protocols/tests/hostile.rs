@@ -1018,3 +1018,181 @@ fn attack_04_deep_dag_bomb_is_cut_off_by_budgets() {
     );
     a.assert_bounded("attack 4", before, during);
 }
+
+// ---- 14. poisoned head-exchange messages ----------------------------------------------------
+
+fn hs(kind: hpb::mod_Frame::OneOfkind) -> Vec<u8> {
+    encode(&hpb::Frame { kind })
+}
+
+/// Attack 14: poisoned head-exchange messages. Absurd sizes — a Hello naming 10,000
+/// collections, a Want of 5,000 documents, a sketch request at level 99, a listing of
+/// 2³² − 1 documents; endless rounds — 1,000 replies (sketches, heads, pages) for sessions
+/// never opened; and fingerprints that lie — answering the victim's own Hello with a
+/// well-formed sketch of 40 documents that do not exist. Defence: every request is checked
+/// against the protocol's bounds before any work (`max_collections` 256, `max_docs_per_frame`
+/// 4,096, three sketch levels, `list_page` 32,768) — `OverBounds`; a reply for no session in
+/// flight is `Unexpected` and costs nothing; what a lying sketch makes the victim want is
+/// bounded by `max_wanted` (100,000) per session and fetched within backfill's caps, and the
+/// session ends by `session_timeout` (30 s). Bound: no responder state per request, one
+/// session per pull.
+#[test]
+fn attack_14_poisoned_head_exchange_messages_are_validated_and_capped() {
+    let mut a = Arena::new(714, None);
+    // The victim pulled from the stranger when it connected: the Hello to lie to.
+    let hello =
+        a.n.take_sent(EVIL)
+            .into_iter()
+            .filter(|(_, p, _)| *p == Protocol::HeadSync)
+            .find_map(
+                |(_, _, f)| match wire::decode_message::<hpb::Frame>(&f).ok()?.kind {
+                    hpb::mod_Frame::OneOfkind::hello(h) => Some(h),
+                    _ => None,
+                },
+            )
+            .expect("the victim said hello");
+    let before = a.baseline();
+    let users = a.collection().id();
+    let root = |tag| hpb::CollectionRoot {
+        collection_tag: tag,
+        root: vec![0; 32],
+        count: u64::MAX,
+    };
+    let mut poison = vec![
+        hs(hpb::mod_Frame::OneOfkind::hello(hpb::Hello {
+            session: 1,
+            mode: hpb::Mode::PULL,
+            collections: (0..10_000).map(root).collect(),
+        })),
+        hs(hpb::mod_Frame::OneOfkind::want(hpb::Want {
+            session: 2,
+            docs: (0..5_000u32)
+                .map(|i| {
+                    let mut d = a.doc.to_bytes().to_vec();
+                    d[..4].copy_from_slice(&i.to_be_bytes());
+                    d
+                })
+                .collect(),
+        })),
+        hs(hpb::mod_Frame::OneOfkind::sketch_request(
+            hpb::SketchRequest {
+                session: 3,
+                collection: users.0.to_bytes(),
+                level: 99,
+            },
+        )),
+        hs(hpb::mod_Frame::OneOfkind::list_request(hpb::ListRequest {
+            session: 4,
+            collection: users.0.to_bytes(),
+            key: Vec::new(),
+            after: Vec::new(),
+            before: Vec::new(),
+            limit: u32::MAX,
+        })),
+    ];
+    let absurd = poison.len();
+    for i in 0..1_000u64 {
+        let session = 1_000_000 + i;
+        poison.push(hs(match i % 3 {
+            0 => hpb::mod_Frame::OneOfkind::sketches(hpb::Sketches {
+                session,
+                collections: vec![hpb::CollectionSketch {
+                    collection_tag: hello.collections[0].collection_tag,
+                    status: hpb::SketchStatus::TOO_DIFFERENT,
+                    level: 0,
+                    iblt: Vec::new(),
+                }],
+            }),
+            1 => hpb::mod_Frame::OneOfkind::heads(hpb::Heads {
+                session,
+                docs: Vec::new(),
+                done: false,
+                offer: false,
+            }),
+            _ => hpb::mod_Frame::OneOfkind::list_page(hpb::ListPage {
+                session,
+                collection: users.0.to_bytes(),
+                before: Vec::new(),
+                items: vec![0; 64],
+                last: false,
+            }),
+        }));
+    }
+    // The lie: a well-formed level-0 sketch holding 40 documents nobody has.
+    let mut lie = hypha_crdt::sync_index::Iblt::new(hypha_crdt::sync_index::SKETCH_CELLS[0]);
+    for i in 0..40u64 {
+        let doc: DocId = a.doc;
+        let mut d = doc.to_bytes();
+        d[..8].copy_from_slice(&i.to_be_bytes());
+        let doc = DocId::from_bytes(d);
+        lie.insert(&doc, &hypha_crdt::ItemHash::of(&doc, &[fake_cid(i)]));
+    }
+    let lie = hs(hpb::mod_Frame::OneOfkind::sketches(hpb::Sketches {
+        session: hello.session,
+        collections: hello
+            .collections
+            .iter()
+            .map(|c| hpb::CollectionSketch {
+                collection_tag: c.collection_tag,
+                status: hpb::SketchStatus::SKETCH,
+                level: 0,
+                iblt: lie.to_bytes(),
+            })
+            .collect(),
+    }));
+    poison.push(lie);
+    let served0 = a.n.node(VICTIM).unwrap().head_sync_stats();
+    let during = a.run(poison.len() as u64 + 200, |n, t| {
+        if let Some(f) = poison.get(t as usize) {
+            n.inject_frame(EVIL, VICTIM, Protocol::HeadSync, f);
+        }
+    });
+    let v = a.violations();
+    let stats = a.n.node(VICTIM).unwrap().head_sync_stats();
+    eprintln!(
+        "attack 14: {} violations, first {:?}; stats {served0:?} → {stats:?}",
+        v.len(),
+        &v[..absurd.min(v.len())]
+    );
+    assert!(
+        v[..absurd]
+            .iter()
+            .all(|v| *v == Violation::HeadSync(head_sync::Violation::OverBounds)),
+        "{:?}",
+        &v[..absurd]
+    );
+    assert!(
+        v[absurd..absurd + 1_000]
+            .iter()
+            .all(|v| *v == Violation::HeadSync(head_sync::Violation::Unexpected)),
+        "replies for no session"
+    );
+    assert_eq!(
+        stats.served, served0.served,
+        "nothing served for a request out of bounds"
+    );
+    // The lie decoded: the victim asked the stranger for the 40 documents it claimed, once per
+    // collection the lie was told about.
+    assert!(stats.sketches_decoded > served0.sketches_decoded);
+    let wants: Vec<usize> =
+        a.n.take_sent(EVIL)
+            .into_iter()
+            .filter(|(_, p, _)| *p == Protocol::HeadSync)
+            .filter_map(
+                |(_, _, f)| match wire::decode_message::<hpb::Frame>(&f).ok()?.kind {
+                    hpb::mod_Frame::OneOfkind::want(w) => Some(w.docs.len()),
+                    _ => None,
+                },
+            )
+            .collect();
+    eprintln!("attack 14: the lie made the victim want {wants:?}");
+    assert_eq!(wants, vec![40; hello.collections.len()]);
+    // The stranger never answers: the session times out, and a minute later anti-entropy
+    // opens at most one new pull with each peer.
+    a.n.run_for(Duration::from_secs(90));
+    let g = a.n.node(VICTIM).unwrap().gauges();
+    assert!(g.head_sync_in_flight <= 2, "{g:?}");
+    assert_eq!(g.fetches, 0, "{g:?}");
+    a.assert_honest_converged();
+    a.assert_bounded("attack 14", before, during);
+}
