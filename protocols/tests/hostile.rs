@@ -1196,3 +1196,168 @@ fn attack_14_poisoned_head_exchange_messages_are_validated_and_capped() {
     a.assert_honest_converged();
     a.assert_bounded("attack 14", before, during);
 }
+
+// ---- 1 and 3 at the frame level -------------------------------------------------------------
+
+/// Protobuf bytes nested `depth` deep, each level field 1 holding the next.
+fn nested(depth: usize) -> Vec<u8> {
+    let mut inner = Vec::new();
+    for _ in 0..depth {
+        let mut outer = vec![0x0a];
+        let mut len = inner.len() as u64;
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                outer.push(byte);
+                break;
+            }
+            outer.push(byte | 0x80);
+        }
+        outer.extend_from_slice(&inner);
+        inner = outer;
+    }
+    inner
+}
+
+/// Attack 1 at the frame level: malformed frames and protobuf on every stream protocol and
+/// on pubsub — truncated messages, a wrong wire type (field 1 as fixed32: not the field, so an
+/// empty frame), a length inside the message claiming 2⁶⁴ − 1 bytes, 10,000 levels of nesting
+/// (read as bytes where the schema has no nested message: a request that names nothing) —
+/// and a frame whose length prefix claims 4 GiB.
+/// Defence: a frame longer than `max_frame_bytes` (default 1 MiB + 64 KiB) is refused from its
+/// four-byte prefix, before anything is buffered for it; inside a frame, the wire shape is
+/// checked (lengths against the bytes actually there, nesting only where the schema has it)
+/// before quick-protobuf reads anything — `Malformed`, the sender penalised, nothing written.
+/// Bound: memory per frame ≤ the frame cap.
+#[test]
+fn frames_01_malformed_protobuf_is_rejected_before_allocating() {
+    let mut reader = FrameReader::new(DEFAULT_MAX_FRAME_BYTES);
+    let err = reader.push(&u32::MAX.to_be_bytes()).unwrap_err();
+    assert!(matches!(err, FrameError::TooLarge { len, .. } if len == u32::MAX as usize));
+    assert!(
+        reader.buffered() <= 4,
+        "nothing buffered for the claimed 4 GiB"
+    );
+
+    let mut a = Arena::new(701, None);
+    let before = a.baseline();
+    let (heads, height) = a.honest_state();
+    let block = a.block(heads, height + 1, 5).sign(&evil_key()).unwrap();
+    let collection = a.collection().id();
+    let valid_push = push_frame(
+        1,
+        collection,
+        a.doc,
+        &[block.cid()],
+        vec![block.bytes().to_vec()],
+    );
+    let valid_update = pubsub::Update::new(&block, vec![block.cid()], usize::MAX).encode();
+    let garbage: Vec<Vec<u8>> = vec![
+        valid_push[..valid_push.len() / 2].to_vec(),
+        vec![0x0d, 1, 2, 3, 4],
+        vec![
+            0x0a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1, 2, 3,
+        ],
+        nested(10_000),
+    ];
+    let mut frames = Vec::new();
+    for g in &garbage {
+        for p in Protocol::ALL {
+            frames.push((p, g.clone()));
+        }
+    }
+    let mut messages = garbage.clone();
+    messages[0] = valid_update[..valid_update.len() / 2].to_vec();
+    let topic = a.topic();
+    let mutations0 = a.n.store(VICTIM).stats().unwrap().mutations;
+    let mut verdicts = Vec::new();
+    let during = a.run(100, |n, t| {
+        let t = t as usize;
+        if let Some((p, f)) = frames.get(t) {
+            n.inject_frame(EVIL, VICTIM, *p, f);
+        } else if let Some(m) = messages.get(t - frames.len()) {
+            verdicts.push(n.inject_pubsub(EVIL, VICTIM, &topic, m));
+        }
+    });
+    assert_eq!(verdicts, vec![Verdict::Reject; messages.len()]);
+    let v = a.violations();
+    eprintln!("frames 1: {v:?}");
+    assert_eq!(v.len(), frames.len() + messages.len());
+    assert!(v.iter().all(|v| matches!(
+        v,
+        Violation::Backfill(backfill::Violation::Malformed(_) | backfill::Violation::BadRequest)
+            | Violation::Replicator(replicator::Violation::Malformed(_))
+            | Violation::HeadSync(head_sync::Violation::Malformed(_))
+            | Violation::Pubsub(pubsub::Invalid::Malformed(_))
+    )));
+    assert!(!a.n.store(VICTIM).contains(&block.cid()).unwrap());
+    let mutations = a.n.store(VICTIM).stats().unwrap().mutations - mutations0;
+    assert_eq!(mutations, 5, "only the honest updates were written");
+    a.assert_honest_converged();
+    a.assert_bounded("frames 1", before, during);
+}
+
+/// Attack 3 at the frame level: oversized blocks and messages — a push frame carrying a
+/// 2 MiB block, a message too large to encode into a frame, an inline block one byte over the
+/// block cap on pubsub and in a push that fits a frame. Defence: frames are capped at
+/// `max_frame_bytes` (default 1 MiB + 64 KiB) on both sides — the reader refuses the prefix,
+/// the writer refuses to encode; blocks are capped at `MAX_BLOCK_BYTES` (1 MiB) at decode —
+/// `BlockTooLarge`. Bound: nothing larger than a frame is ever buffered.
+#[test]
+fn frames_03_oversized_blocks_and_messages_are_rejected_at_framing() {
+    let mut a = Arena::new(703, None);
+    let before = a.baseline();
+    let collection = a.collection().id();
+    let doc = a.doc;
+    // A 2 MiB block in a push: the frame is refused by its prefix, on read and on write.
+    let huge = rpb::Frame {
+        kind: rpb::mod_Frame::OneOfkind::push(rpb::Push {
+            id: 1,
+            collection: "Users".to_owned(),
+            collection_id: collection.0.to_bytes(),
+            doc_id: doc.to_bytes().to_vec(),
+            heads: vec![fake_cid(1).to_bytes()],
+            blocks: vec![vec![0xa4; 2 << 20]],
+        }),
+    };
+    assert!(matches!(
+        wire::encode_frame(&huge, DEFAULT_MAX_FRAME_BYTES),
+        Err(FrameError::TooLarge { .. })
+    ));
+    let wire_bytes = wire::encode_frame(&huge, usize::MAX).unwrap();
+    let mut reader = FrameReader::new(DEFAULT_MAX_FRAME_BYTES);
+    assert!(matches!(
+        reader.push(&wire_bytes[..64 << 10]),
+        Err(FrameError::TooLarge { .. })
+    ));
+    assert!(reader.buffered() <= 4, "refused at the prefix");
+    // One byte over the block cap, within a frame: BlockTooLarge at decode.
+    let over = vec![0xa4; MAX_BLOCK_BYTES + 1];
+    let cid = dag_cbor_cid(&over);
+    let update = raw_update(doc, collection, cid, over.clone());
+    let push = push_frame(2, collection, doc, &[cid], vec![over]);
+    assert!(push.len() <= DEFAULT_MAX_FRAME_BYTES);
+    let topic = a.topic();
+    let mut verdict = None;
+    let during = a.run(100, |n, t| match t {
+        0 => verdict = Some(n.inject_pubsub(EVIL, VICTIM, &topic, &update)),
+        1 => n.inject_frame(EVIL, VICTIM, Protocol::Replicator, &push),
+        _ => {}
+    });
+    assert_eq!(verdict, Some(Verdict::Reject));
+    let v = a.violations();
+    eprintln!("frames 3: {v:?}");
+    assert!(matches!(
+        v.as_slice(),
+        [
+            Violation::Pubsub(pubsub::Invalid::BadBlock(BlockError::BlockTooLarge { .. })),
+            Violation::Replicator(replicator::Violation::BadBlock(
+                BlockError::BlockTooLarge { .. }
+            )),
+        ]
+    ));
+    assert!(!a.n.store(VICTIM).contains(&cid).unwrap());
+    a.assert_honest_converged();
+    a.assert_bounded("frames 3", before, during);
+}
