@@ -31,7 +31,7 @@ use hypha_protocols::generated::hypha::backfill::v1 as bpb;
 use hypha_protocols::generated::hypha::head_sync::v1 as hpb;
 use hypha_protocols::generated::hypha::pubsub::v1 as ppb;
 use hypha_protocols::generated::hypha::replicator::v1 as rpb;
-use hypha_protocols::node::{Config, Event, Gauges, Protocol, Verdict, Violation};
+use hypha_protocols::node::{Event, Gauges, Protocol, Verdict, Violation};
 use hypha_protocols::testing::{Configure, Network, Options};
 use hypha_protocols::wire::{self, DEFAULT_MAX_FRAME_BYTES, FrameError, FrameReader};
 use hypha_protocols::{backfill, head_sync, pubsub, replicator};
@@ -182,13 +182,6 @@ impl Arena {
     fn honest_state(&self) -> (Vec<Cid>, u64) {
         let s = self.n.store(VICTIM).state(&self.doc).unwrap().unwrap();
         (s.heads, s.height)
-    }
-
-    /// The stranger sends `block` inline on the collection topic.
-    fn gossip(&mut self, block: &VerifiedBlock) -> Verdict {
-        let update = pubsub::Update::new(block, vec![block.cid()], usize::MAX).encode();
-        let topic = self.topic();
-        self.n.inject_pubsub(EVIL, VICTIM, &topic, &update)
     }
 
     /// Asserts the accounting during the attack stayed within 2× the baseline.
