@@ -690,6 +690,38 @@ fn attack_06_unknown_parent_flood_is_held_to_the_pending_budget() {
     a.assert_honest_converged();
 }
 
+/// Attack 6 from many peers at once: eight strangers flood together, 1,000 orphans (125
+/// each, past the per-peer 64). Defence: the total
+/// orphan budget (`max_orphans`, default 1,024; here 128, with 64 per peer) holds whatever the
+/// number of senders. Bound: pending ≤ the total.
+#[test]
+fn attack_06_many_flooding_peers_share_the_total_orphan_budget() {
+    let configure: Configure = |_, c| c.with_orphans(64, 128, Duration::from_secs(600));
+    let mut a = Arena::new(716, Some(configure));
+    let strangers: Vec<u16> = (EVIL + 1..EVIL + 8).collect();
+    for s in &strangers {
+        a.n.stranger_connects(*s, VICTIM);
+    }
+    let before = a.baseline();
+    let topic = a.topic();
+    let messages = orphan_updates(&a, 1_000);
+    let senders: Vec<u16> = std::iter::once(EVIL).chain(strangers).collect();
+    let during = a.run(messages.len() as u64, |n, t| {
+        let from = senders[t as usize % senders.len()];
+        n.inject_pubsub(from, VICTIM, &topic, &messages[t as usize]);
+    });
+    let pending = a.n.store(VICTIM).stats().unwrap().pending;
+    let stats = a.n.node(VICTIM).unwrap().stats();
+    eprintln!(
+        "attack 6 (8 peers): {pending} pending, {} refused",
+        stats.orphans_refused
+    );
+    assert_eq!(pending, 128, "the total holds, not 8 × 64");
+    assert_eq!(stats.orphans_refused, 1_000 - 128);
+    a.assert_honest_converged();
+    a.assert_bounded("attack 6 (8 peers)", before, during);
+}
+
 /// Attack 6 with the budget lifted: every orphan is kept, the accounting passes 2×.
 #[test]
 fn attack_06_without_the_pending_budget_the_flood_grows_memory() {

@@ -204,6 +204,53 @@ fn rejected_block_writes_nothing_and_fails_alone() {
 }
 
 #[test]
+fn drop_pending_evicts_orphans_and_what_waits_for_their_parents() {
+    let schema = parse_sdl("hypha", SDL).unwrap();
+    let mut remote = Replica::new(schema, Author::unsigned([2; 32]));
+    let (doc, genesis) = remote.create("Books", &json!({"name": "Dune"})).unwrap();
+    let u1 = remote.update(doc, &json!({"likes": 1})).unwrap();
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        store
+            .commit(Mutation::Ingest { block: u1.clone() })
+            .unwrap();
+        assert_eq!(store.stats().unwrap().pending, 1);
+        let drop = |cids| {
+            store
+                .commit(Mutation::DropPending { cids })
+                .unwrap()
+                .committed
+        };
+        assert_eq!(drop(vec![u1.cid()]), Committed::Meta { changed: true });
+        assert_eq!(store.stats().unwrap().pending, 0);
+        assert!(!store.contains(&u1.cid()).unwrap());
+        // The parent arriving later applies alone: nothing waits for it any more.
+        let r = store
+            .commit(Mutation::Ingest {
+                block: genesis.clone(),
+            })
+            .unwrap();
+        let Committed::Ingested {
+            outcome: hypha_crdt::Outcome::Applied { applied, .. },
+        } = r.committed
+        else {
+            panic!()
+        };
+        assert_eq!(applied, vec![genesis.cid()]);
+        // An applied block is not pending: dropping it changes nothing.
+        assert_eq!(
+            drop(vec![genesis.cid()]),
+            Committed::Meta { changed: false }
+        );
+        assert!(store.is_applied(&genesis.cid()).unwrap());
+        store
+            .commit(Mutation::Ingest { block: u1.clone() })
+            .unwrap();
+        assert_eq!(store.stats().unwrap().blocks, 2);
+    }
+}
+
+#[test]
 fn received_blocks_wait_as_pending_and_cascade_into_outboxes() {
     let schema = parse_sdl("hypha", SDL).unwrap();
     let mut remote = Replica::new(schema, Author::unsigned([2; 32]));
