@@ -1185,7 +1185,8 @@ impl<P: Copy + Ord + fmt::Debug> HeadSync<P> {
                 continue;
             }
             let gap = mine.count.abs_diff(entry.count);
-            match (0..SKETCH_CELLS.len()).find(|l| SKETCH_CELLS[*l] as u64 >= 3 * gap) {
+            match (0..SKETCH_CELLS.len()).find(|l| SKETCH_CELLS[*l] as u64 >= gap.saturating_mul(3))
+            {
                 Some(level) => out.push(sketch_entry(source, &c, level)),
                 None => out.push(pb::CollectionSketch {
                     collection_tag: entry.collection_tag,
