@@ -100,6 +100,7 @@
 //! | inline block size (`max_inline_bytes`) | 32 KiB | an update fits one gossipsub message |
 //! | blocks a peer may have waiting for parents (`max_orphans_per_peer`) | 64 | an unknown-parent flood: past it a block whose parents are not here is dropped (anti-entropy brings a legitimate one back, parents first) |
 //! | blocks waiting for parents over all peers (`max_orphans`) | 1,024 | the same, whatever the number of peers (the store's own cap, 100,000, is the last line) |
+//! | fetches of orphans' parents in flight per sender (`max_orphan_fetches_per_peer`) | 16 | a flood of orphans cannot take all of backfill's places (64); past it the orphan waits for anti-entropy |
 //! | time an orphan may wait for its parents (`orphan_ttl`) | 10 min | then it is evicted from the store's pending set (`Mutation::DropPending`) and its budget freed |
 //! | work per replayed block | one `contains` read | a block held already, on pubsub or in a push, is never persisted again |
 //!
@@ -213,6 +214,7 @@ pub struct Config<P> {
     max_fetch_depth: u64,
     max_orphans_per_peer: usize,
     max_orphans: usize,
+    max_orphan_fetches_per_peer: usize,
     orphan_ttl: Duration,
     outbox_batch: usize,
     anti_entropy: Duration,
@@ -238,6 +240,7 @@ impl<P: Ord> Config<P> {
             max_fetch_depth: 100_000,
             max_orphans_per_peer: 64,
             max_orphans: 1024,
+            max_orphan_fetches_per_peer: 16,
             orphan_ttl: Duration::from_secs(600),
             outbox_batch: 64,
             anti_entropy: Duration::from_secs(60),
@@ -289,6 +292,12 @@ impl<P: Ord> Config<P> {
         self.max_orphans_per_peer = per_peer;
         self.max_orphans = total;
         self.orphan_ttl = ttl;
+        self
+    }
+
+    /// How many fetches of orphans' parents may be in flight per sender. Default: 16.
+    pub fn with_max_orphan_fetches_per_peer(mut self, n: usize) -> Config<P> {
+        self.max_orphan_fetches_per_peer = n;
         self
     }
 
@@ -1260,7 +1269,13 @@ impl<P: Peer> Node<P> {
         }
         match via {
             Via::Pubsub => {
-                if let Some(missing) = pending_missing {
+                let busy = self
+                    .fetches
+                    .values()
+                    .filter(|f| f.peer == from && f.purpose == FetchFor::Follow)
+                    .count()
+                    >= self.config.max_orphan_fetches_per_peer;
+                if let Some(missing) = pending_missing.filter(|_| !busy) {
                     let others = self.other_peers(from);
                     self.fetch(doc, missing, from, others, FetchFor::Follow, store, now);
                 }

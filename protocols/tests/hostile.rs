@@ -660,9 +660,11 @@ fn orphan_updates(a: &Arena, count: u64) -> Vec<Vec<u8>> {
 /// takes a place in the pending set only within its sender's budget — at most
 /// `max_orphans_per_peer` (default 64) and `max_orphans` over all peers (default 1,024) —
 /// and is evicted from the store's pending set when its parents have not come within
-/// `orphan_ttl` (default 10 min); past the budget the block is dropped (each admitted orphan
-/// makes one fetch of its parents, within backfill's in-flight cap of 64). Bound: pending
-/// blocks from one peer ≤ 64 at any time, 0 after the time limit. Without the budget, every orphan is kept and
+/// `orphan_ttl` (default 10 min); past the budget the block is dropped. An admitted orphan
+/// asks its sender for its parents only while that sender has fewer than
+/// `max_orphan_fetches_per_peer` (default 16) such fetches in flight, so a flood cannot take
+/// all of backfill's 64 places. Bound: pending blocks from one peer ≤ 64 at any time, 0 after
+/// the time limit; backfill places ≤ 16. Without the budget, every orphan is kept and
 /// the accounting passes 2× (shown).
 #[test]
 fn attack_06_unknown_parent_flood_is_held_to_the_pending_budget() {
@@ -679,6 +681,11 @@ fn attack_06_unknown_parent_flood_is_held_to_the_pending_budget() {
         a.n.node(VICTIM).unwrap().stats()
     );
     assert!(pending <= 64, "{pending} pending from one peer");
+    let fetches = a.n.node(VICTIM).unwrap().gauges().fetches;
+    assert!(
+        fetches <= 16,
+        "{fetches} backfill places taken by the flood's parents"
+    );
     assert!(pending > 0, "orphans within the budget are kept a while");
     a.assert_honest_converged();
     a.assert_bounded("attack 6", before, during);
