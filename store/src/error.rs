@@ -133,8 +133,12 @@ pub enum CommitError {
     /// The queue is full ([`crate::Store::try_submit`] only).
     #[error("the commit queue is full")]
     Busy,
-    /// Storage failed: the whole batch was rolled back, nothing of it is durable.
-    #[error("storage failed, the batch was rolled back")]
+    /// Storage failed: the batch is not acknowledged and the store rolled it back in memory.
+    /// Whether it is on disk is unknown when the failure came at the final sync: the disk may
+    /// have written it anyway, and a restart then finds it (the fuzz target `store_io_errors`
+    /// shows this). What an acknowledged commit wrote is always durable; what a failed one
+    /// wrote is either wholly there after a restart or not at all, never torn.
+    #[error("storage failed; the batch is not acknowledged (rolled back, though a failed final sync may have left it on disk)")]
     Storage(#[source] StorageError),
     /// The store is shutting down, or its committer thread stopped.
     #[error("the store is closed")]
