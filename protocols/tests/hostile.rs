@@ -1393,3 +1393,21 @@ fn frames_03_oversized_blocks_and_messages_are_rejected_at_framing() {
     a.assert_honest_converged();
     a.assert_bounded("frames 3", before, during);
 }
+
+/// Attack 4 without the depth budget: the victim keeps asking as long as the bomb answers
+/// "truncated" — here until the attacker stops at 4,000 blocks, 40 requests later. The budget
+/// is what cuts it off.
+#[test]
+fn attack_04_without_the_depth_budget_the_bomb_is_followed_down() {
+    let configure: Configure = |_, c| {
+        c.with_backfill(backfill::Config::default().with_max_blocks(100))
+            .with_max_fetch_depth(u64::MAX)
+    };
+    let mut a = Arena::new(704, Some(configure));
+    let before = a.baseline();
+    let mut bomb = Chain::new(&a, "bomb");
+    let (served, requests, during) = serve_chain(&mut a, &mut bomb, fake_cid(1 << 20), 4_000);
+    eprintln!("attack 4 unbounded: served {served} in {requests}; footprint {before} → {during}");
+    assert_eq!((served, requests), (4_000, 40), "followed all the way down");
+    assert!(during > 2 * before);
+}

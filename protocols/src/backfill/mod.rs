@@ -47,7 +47,9 @@
 //! peer. A response frame for no request in flight, a block that does not verify, a block of
 //! another document, more blocks or bytes than asked for, or a final frame without a status is
 //! a [`Violation`]: the request fails and [`Event::PeerMisbehaved`] lets the driver lower the
-//! peer's standing. Nothing a peer sends panics the core.
+//! peer's standing. Nothing a peer sends panics the core. A responder that answers "truncated"
+//! forever (a deep DAG bomb) is cut off by the coordinator after `max_fetch_depth` blocks
+//! (default 100,000) over one fetch's continuations: [`Violation::DepthExceeded`].
 
 mod core;
 
