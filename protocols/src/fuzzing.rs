@@ -582,18 +582,18 @@ struct Charged {
 /// refill since it was first seen); only allowed sources get through; every sent frame is
 /// within the cap and decodes.
 ///
-/// The unanswered count is checked as the core keeps it: a `REJECTED` ack for an id also
-/// forgets an earlier unanswered push of the same id (see [`replicator_core_strict`]).
+/// The unanswered count is checked leniently: a `REJECTED` ack for an id also forgets an
+/// earlier unanswered push of the same id (the strict count is [`replicator_core_strict`]).
 pub fn replicator_core(data: &[u8]) {
     replicator_run(data, false);
 }
 
 /// [`replicator_core`], counting unanswered pushes as the coordinator holds them: every
 /// [`Received`](replicator::Event::Received) push not yet answered with
-/// [`respond`](replicator::Replicator::respond) nor dropped by a disconnect. Known to fail: a
-/// source that reuses the id of an unanswered valid push for an invalid one makes the core
-/// forget the first (its `REJECTED` ack removes the id), so it can keep any number of valid
-/// pushes unanswered at the coordinator.
+/// [`respond`](replicator::Replicator::respond) nor dropped by a disconnect. It found a
+/// source that reused the id of an unanswered valid push for an invalid one making the core
+/// forget the first (its `REJECTED` ack removed the id), so any number of valid pushes could
+/// stay unanswered at the coordinator; a reused id is now a violation and ignored.
 pub fn replicator_core_strict(data: &[u8]) {
     replicator_run(data, true);
 }
@@ -1750,11 +1750,11 @@ pub fn node_coordinator(data: &[u8]) {
     node_run(data);
 }
 
-/// [`node_coordinator`], with forged head-exchange Hellos carrying any collection count. Known
-/// to fail: a Hello whose count differs from the responder's by more than `u64::MAX / 3`
-/// overflows `3 * gap` in the head-exchange responder (`serve_hello`, choosing a sketch
-/// level): a panic where overflow checks are on (debug builds, fuzzing), a wrapped product and
-/// a wrong level choice in release.
+/// [`node_coordinator`], with forged head-exchange Hellos carrying any collection count. It
+/// found a Hello whose count differed from the responder's by more than `u64::MAX / 3`
+/// overflowing `3 * gap` in the head-exchange responder (`serve_hello`, choosing a sketch
+/// level): a panic where overflow checks are on, a wrong level in release; the level now
+/// saturates.
 pub fn node_coordinator_strict(data: &[u8]) {
     STRICT.set(true);
     let result = std::panic::catch_unwind(|| node_run(data));
