@@ -92,7 +92,7 @@
 //!
 //! | bound | default | why |
 //! |---|---|---|
-//! | persists awaiting their result (`max_persists`) | 65,536 | past it, received blocks are dropped (peers resend; anti-entropy repairs) |
+//! | persists awaiting their result (`max_persists`) | 65,536 | past it, received blocks are dropped (peers resend; anti-entropy repairs). Local writes and bookkeeping persists (remembered peers, outbox acks, catch-up markers, hot documents, evicted orphans) are never dropped and may go past it: each is bounded by what causes it (the API's queue, connections, acks of pushes in flight, one per anti-entropy round) |
 //! | unanswered pushes held as a target | the replicator's `max_inbound_per_source` × sources | each answered or dropped on disconnect |
 //! | documents read per outbox pump (`outbox_batch`) | 64 | bounds one read |
 //! | hot documents (`hot_docs`) | 64 | the seed's "frequently used" set; 0 disables. Persisted at most once per anti-entropy round, loaded at start |
@@ -550,7 +550,8 @@ pub struct Stats {
 /// bounded (see the [module docs](self) and the cores' Bounds tables).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Gauges {
-    /// Persists awaiting their result (at most `max_persists`).
+    /// Persists awaiting their result. Received blocks stop at `max_persists`; local writes
+    /// and bookkeeping persists may add to it (see the module's bounds table).
     pub persists: usize,
     /// Backfill fetches the coordinator tracks.
     pub fetches: usize,
