@@ -824,7 +824,7 @@ fn attack_15_a_push_from_off_the_allow_list_is_unauthorized_and_writes_nothing()
 
 /// Attack 15, without an allow list: a stranger pushes new documents at full rate (2,000
 /// pushes of ~2 KiB, one a millisecond). Defence: each source has a byte quota, a token
-/// bucket of `quota_bytes` per `quota_window` (default 64 MiB per 60 s; here 256 KiB per
+/// bucket of `quota_bytes` per `quota_window` (default 64 MiB per 60 s; here 192 KiB per
 /// 60 s, to keep the test small), and at most 16 pushes unanswered; past it a push is answered
 /// `BUSY` and nothing of it is written. Bound: what a source writes in a window ≤ its quota
 /// plus one push. Without the quota every push is written and the accounting passes 2×
@@ -833,7 +833,7 @@ fn attack_15_a_push_from_off_the_allow_list_is_unauthorized_and_writes_nothing()
 fn attack_15_a_stranger_pushing_at_full_rate_is_held_to_its_quota() {
     let quota: Configure = |_, c| {
         c.with_replicator(
-            replicator::Config::default().with_quota(256 << 10, Duration::from_secs(60)),
+            replicator::Config::default().with_quota(192 << 10, Duration::from_secs(60)),
         )
     };
     let unlimited: Configure = |_, c| {
@@ -868,8 +868,8 @@ fn attack_15_a_stranger_pushing_at_full_rate_is_held_to_its_quota() {
         a.assert_honest_converged();
     }
     let (stored, bytes, busy, before, during) = written[0];
-    // 256 KiB, what refills in the 2 s of the attack, and the push that crossed the line.
-    let allowed = (256 << 10) + (256 << 10) * 2 / 60 + 2_500;
+    // 192 KiB, what refills in the 2 s of the attack, and the push that crossed the line.
+    let allowed = (192 << 10) + (192 << 10) * 2 / 60 + 2_500;
     assert!(
         bytes <= allowed,
         "{stored} pushes, {bytes} bytes written: held to the quota"
