@@ -22,6 +22,7 @@ const MAX_EVENTS: usize = 5_000;
 const IDLE: Duration = Duration::from_secs(10);
 
 #[tokio::test]
+#[allow(clippy::disallowed_methods)] // Hypha's standing runs on the wall clock: ask it now.
 async fn a_peer_sending_garbage_is_banned_and_refused() {
     let store = Store::memory(hypha_store::Config::new(Author::unsigned([1; 32]))).unwrap();
     store

@@ -138,7 +138,9 @@ pub enum CommitError {
     /// have written it anyway, and a restart then finds it (the fuzz target `store_io_errors`
     /// shows this). What an acknowledged commit wrote is always durable; what a failed one
     /// wrote is either wholly there after a restart or not at all, never torn.
-    #[error("storage failed; the batch is not acknowledged (rolled back, though a failed final sync may have left it on disk)")]
+    #[error(
+        "storage failed; the batch is not acknowledged (rolled back, though a failed final sync may have left it on disk)"
+    )]
     Storage(#[source] StorageError),
     /// The store is shutting down, or its committer thread stopped.
     #[error("the store is closed")]
