@@ -32,14 +32,14 @@
 //! `filter=J` and `limit=N`; path segments and query values are percent-encoded. Request bodies
 //! are JSON, except the SDL of `schema add` (text/plain) and the CAR file of `backup import`.
 //!
-//! Output: the response body re-printed as pretty JSON (key order kept), the text of `metrics`,
+//! Output: the response body re-printed as pretty JSON, the text of `metrics`,
 //! raw bytes for `block get --raw`, and `{"file": …, "bytes": n}` for `backup export`. On any
 //! error one line `Error: <message>` goes to stderr and the exit code is 1 (2 for usage errors,
 //! which clap reports). Every request has a timeout (`--timeout`, 30 s by default) and response
 //! bodies are capped ([`BODY_LIMIT`], [`BACKUP_LIMIT`] for backups).
 
 use std::ffi::OsString;
-use std::fmt::{self, Write as _};
+use std::fmt::Write as _;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
@@ -47,8 +47,6 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{ArgGroup, Args, Subcommand};
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
 /// Where the node's API is when neither `--url` nor `HYPHA_URL` says otherwise.
 pub(crate) const DEFAULT_URL: &str = "127.0.0.1:9181";
@@ -1193,13 +1191,14 @@ fn status_error(status: ureq::http::StatusCode, body: &mut ureq::Body) -> Client
     }
 }
 
-/// Re-prints a JSON body pretty, keeping its key order; prints a non-JSON body as is.
+/// Re-prints a JSON body pretty (keys sorted, as the node sends them); prints a non-JSON body
+/// as is.
 fn print_json(bytes: &[u8], out: &mut dyn Write) -> Result<(), ClientError> {
     let text = String::from_utf8_lossy(bytes);
     if text.trim().is_empty() {
         return Ok(());
     }
-    let written = match serde_json::from_str::<OrderedJson>(&text) {
+    let written = match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(value) => serde_json::to_writer_pretty(&mut *out, &value)
             .map_err(io::Error::from)
             .and_then(|()| writeln!(out)),
@@ -1207,104 +1206,6 @@ fn print_json(bytes: &[u8], out: &mut dyn Write) -> Result<(), ClientError> {
         Err(_) => writeln!(out, "{text}"),
     };
     written.map_err(ClientError::Output)
-}
-
-/// A JSON value whose objects keep their keys in the order the node sent them.
-#[derive(Debug, PartialEq)]
-enum OrderedJson {
-    Null,
-    Bool(bool),
-    Number(serde_json::Number),
-    String(String),
-    Array(Vec<OrderedJson>),
-    Object(Vec<(String, OrderedJson)>),
-}
-
-impl Serialize for OrderedJson {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            OrderedJson::Null => serializer.serialize_unit(),
-            OrderedJson::Bool(b) => serializer.serialize_bool(*b),
-            OrderedJson::Number(n) => n.serialize(serializer),
-            OrderedJson::String(s) => serializer.serialize_str(s),
-            OrderedJson::Array(items) => {
-                let mut seq = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    seq.serialize_element(item)?;
-                }
-                seq.end()
-            }
-            OrderedJson::Object(entries) => {
-                let mut map = serializer.serialize_map(Some(entries.len()))?;
-                for (key, value) in entries {
-                    map.serialize_entry(key, value)?;
-                }
-                map.end()
-            }
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for OrderedJson {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct OrderedVisitor;
-
-        impl<'de> Visitor<'de> for OrderedVisitor {
-            type Value = OrderedJson;
-
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
-
-            fn visit_unit<E: de::Error>(self) -> Result<OrderedJson, E> {
-                Ok(OrderedJson::Null)
-            }
-
-            fn visit_bool<E: de::Error>(self, b: bool) -> Result<OrderedJson, E> {
-                Ok(OrderedJson::Bool(b))
-            }
-
-            fn visit_i64<E: de::Error>(self, n: i64) -> Result<OrderedJson, E> {
-                Ok(OrderedJson::Number(n.into()))
-            }
-
-            fn visit_u64<E: de::Error>(self, n: u64) -> Result<OrderedJson, E> {
-                Ok(OrderedJson::Number(n.into()))
-            }
-
-            fn visit_f64<E: de::Error>(self, n: f64) -> Result<OrderedJson, E> {
-                serde_json::Number::from_f64(n)
-                    .map(OrderedJson::Number)
-                    .ok_or_else(|| E::custom("non-finite number"))
-            }
-
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<OrderedJson, E> {
-                Ok(OrderedJson::String(s.to_owned()))
-            }
-
-            fn visit_string<E: de::Error>(self, s: String) -> Result<OrderedJson, E> {
-                Ok(OrderedJson::String(s))
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<OrderedJson, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element()? {
-                    items.push(item);
-                }
-                Ok(OrderedJson::Array(items))
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<OrderedJson, A::Error> {
-                let mut entries = Vec::new();
-                while let Some(entry) = map.next_entry()? {
-                    entries.push(entry);
-                }
-                Ok(OrderedJson::Object(entries))
-            }
-        }
-
-        deserializer.deserialize_any(OrderedVisitor)
-    }
 }
 
 #[cfg(test)]
@@ -1824,12 +1725,12 @@ mod tests {
     }
 
     #[test]
-    fn pretty_json_keeps_the_key_order() {
+    fn pretty_json() {
         let mut out = Vec::new();
-        print_json(br#"{"z":1,"a":[true,null,-2.5,"x"],"m":{}}"#, &mut out).unwrap();
+        print_json(br#"{"a":[true,null,-2.5,"x"],"m":{},"z":1}"#, &mut out).unwrap();
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "{\n  \"z\": 1,\n  \"a\": [\n    true,\n    null,\n    -2.5,\n    \"x\"\n  ],\n  \"m\": {}\n}\n"
+            "{\n  \"a\": [\n    true,\n    null,\n    -2.5,\n    \"x\"\n  ],\n  \"m\": {},\n  \"z\": 1\n}\n"
         );
         let mut out = Vec::new();
         print_json(b"not json", &mut out).unwrap();
