@@ -379,22 +379,10 @@ impl ApiState {
     /// Commits `mutation` — through the coordinator when p2p runs (so it is published and
     /// replicated), straight to the store otherwise — and waits until it is durable.
     async fn commit(&self, mutation: Mutation) -> ApiResult<Committed> {
-        if self.node.is_some() {
-            Ok(self.ask(|tx| NodeRequest::Submit(mutation, tx)).await??)
-        } else {
-            let store = Arc::clone(&self.store);
-            let receipt = tokio::task::spawn_blocking(move || store.commit(mutation))
-                .await
-                .map_err(|e| ApiError::internal(e.to_string()))??;
-            if let Committed::Local { block, .. } = &receipt.committed {
-                let _ = self.changes.send(Change {
-                    doc: block.doc_id(),
-                    collection: block.block().delta.collection,
-                    heads: vec![block.cid()],
-                });
-            }
-            Ok(receipt.committed)
-        }
+        self.commit_all(vec![mutation])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(ApiError::internal("a commit went unanswered")))
     }
 
     /// Commits `mutations` in order, all queued before any is waited for, so they share group

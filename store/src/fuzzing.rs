@@ -14,8 +14,7 @@ use hypha_crdt::{Author, Replica, VerifiedBlock, parse_sdl};
 use serde_json::json;
 
 use crate::{
-    Backend, CommitError, Committed, Config, Mutation, OpenError, PeerKey, PeerRecord, Store,
-    init_format, migrate_v1, open_error,
+    CommitError, Committed, Config, Mutation, OpenError, PeerKey, PeerRecord, Store, open_error,
 };
 
 /// Opens the store on `backend`, creating it when the backend is empty, as [`Store::open`]
@@ -32,15 +31,7 @@ pub fn open_on(
     let db = redb::Builder::new()
         .create_with_backend(backend)
         .map_err(|e| open_error(&path, e))?;
-    let migrate = init_format(&db, &path)?;
-    let backend = Backend::Redb(db);
-    if migrate {
-        migrate_v1(&backend).map_err(|source| OpenError::Storage {
-            path: path.clone(),
-            source,
-        })?;
-    }
-    Store::start(backend, config, path)
+    Store::from_redb(db, config, path)
 }
 
 /// The bytes of a simulated disk: what was written, and what the last `sync_data` made

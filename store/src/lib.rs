@@ -291,6 +291,16 @@ impl Store {
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Store, OpenError> {
         let path = path.as_ref().to_path_buf();
         let db = backend::redb_open(&path).map_err(|e| open_error(&path, e))?;
+        Store::from_redb(db, config, path)
+    }
+
+    /// A store on an opened redb database: its format checked (and a v1 store migrated),
+    /// then the committer started. `path` names it in errors.
+    pub(crate) fn from_redb(
+        db: redb::Database,
+        config: Config,
+        path: PathBuf,
+    ) -> Result<Store, OpenError> {
         let migrate = init_format(&db, &path)?;
         let backend = Backend::Redb(db);
         if migrate {
