@@ -145,7 +145,8 @@ pub struct VerifiedBlock(std::sync::Arc<Verified>);
 #[derive(Debug)]
 struct Verified {
     cid: Cid,
-    bytes: Vec<u8>,
+    /// Shared so that a store keeping the bytes takes a reference, not a copy.
+    bytes: std::sync::Arc<Vec<u8>>,
     block: Block,
 }
 
@@ -161,7 +162,11 @@ impl Eq for VerifiedBlock {}
 
 impl VerifiedBlock {
     fn new(cid: Cid, bytes: Vec<u8>, block: Block) -> VerifiedBlock {
-        VerifiedBlock(std::sync::Arc::new(Verified { cid, bytes, block }))
+        VerifiedBlock(std::sync::Arc::new(Verified {
+            cid,
+            bytes: std::sync::Arc::new(bytes),
+            block,
+        }))
     }
 }
 
@@ -389,6 +394,11 @@ impl VerifiedBlock {
     /// The block's canonical bytes.
     pub fn bytes(&self) -> &[u8] {
         &self.0.bytes
+    }
+
+    /// The block's canonical bytes, shared: a reference count, not a copy.
+    pub fn shared_bytes(&self) -> std::sync::Arc<Vec<u8>> {
+        std::sync::Arc::clone(&self.0.bytes)
     }
 
     /// The decoded block.

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use serde_json::Value as Json;
 
@@ -20,7 +21,8 @@ use crate::schema::{Collection, CollectionId};
 ///
 /// Applied blocks are kept as their bytes and the merge's facts about them, keyed by the
 /// 32-byte digest of their CID (every block CID is CIDv1 dag-cbor sha2-256, so the digest
-/// identifies it): ~300 bytes per block rather than a decoded block, and a hash table whose
+/// identifies it): ~350 bytes per block rather than a decoded block (the bytes are shared with
+/// the [`VerifiedBlock`] they came in, so keeping them copies nothing), and a hash table whose
 /// lookups stay O(1) as the history grows (a B-tree's cost per lookup grew by a third from the
 /// 1,000th block to the 100,000th, `w3_flatness_ratio`). The table is never iterated, so its
 /// order cannot reach any output; the hash is the digest's first 8 bytes, which SHA-256 makes
@@ -28,7 +30,7 @@ use crate::schema::{Collection, CollectionId};
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDag {
     #[allow(clippy::disallowed_types)] // Never iterated: see above.
-    applied: std::collections::HashMap<Digest, (AppliedMeta, Box<[u8]>), BuildDigestHasher>,
+    applied: std::collections::HashMap<Digest, (AppliedMeta, Arc<Vec<u8>>), BuildDigestHasher>,
     pending: BTreeMap<Cid, VerifiedBlock>,
     waiting: BTreeMap<Cid, Vec<Cid>>,
     states: BTreeMap<DocId, DocState>,
@@ -127,8 +129,16 @@ impl DagStore for MemoryDag {
         Ok(self.pending.len())
     }
 
+    /// Leaves an empty state of the same document in the entry, which `restore_state` or
+    /// `put_applied` overwrites right after (the merge calls one of them after every take):
+    /// removing the entry and inserting it again would free and allocate a B-tree node on
+    /// each block of a document that is alone in the map — a fifth of merging a branch
+    /// (`cargo bench -p hypha-crdt --bench merge`, W2).
     fn take_state(&mut self, doc: &DocId) -> Result<Option<DocState>, Infallible> {
-        Ok(self.states.remove(doc))
+        Ok(self.states.get_mut(doc).map(|state| {
+            let empty = DocState::empty(state.doc_id, state.collection);
+            std::mem::replace(state, empty)
+        }))
     }
 
     fn restore_state(&mut self, state: DocState) -> Result<(), Infallible> {
@@ -143,7 +153,7 @@ impl DagStore for MemoryDag {
         };
         // invariant: a verified block's CID is a block CID.
         let key = key(&block.cid()).expect("verified blocks have block CIDs");
-        self.applied.insert(key, (meta, block.bytes().into()));
+        self.applied.insert(key, (meta, block.shared_bytes()));
         self.states.insert(state.doc_id, state);
         Ok(())
     }
