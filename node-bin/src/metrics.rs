@@ -111,6 +111,12 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "peers_banned_total",
+            "Peers banned for repeated violations.",
+            get(&self.peers_banned),
+        );
+        counter(
+            &mut out,
             "peer_connections_total",
             "Peers connected (first connection of each).",
             get(&self.connections_opened),
@@ -354,10 +360,12 @@ mod tests {
     fn renders_counters_and_labelled_violations() {
         let m = Metrics::default();
         m.changes.fetch_add(3, Ordering::Relaxed);
+        m.peers_banned.fetch_add(1, Ordering::Relaxed);
         m.record_violation(&Violation::Rejected(hypha_crdt::Rejection::ForeignParent));
         m.record_violation(&Violation::Rejected(hypha_crdt::Rejection::ForeignParent));
         let text = m.render(Some(&NodeStats::default()), None);
         assert!(text.contains("hypha_document_changes_total 3"), "{text}");
+        assert!(text.contains("hypha_peers_banned_total 1"), "{text}");
         assert!(
             text.contains(
                 "hypha_peer_violations_total{protocol=\"merge\",reason=\"ForeignParent\"} 2"

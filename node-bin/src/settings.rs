@@ -25,8 +25,11 @@ pub(crate) const DEFAULT_NETWORK: &str = "hypha";
 /// Hot documents followed unless told otherwise (DESIGN §4).
 pub(crate) const DEFAULT_HOT_DOCS: usize = 64;
 /// The log filter unless told otherwise: Hypha at info, libp2p's chatter at warn (a lone node's
-/// "no known peers" for Kademlia is not worth a line).
-pub(crate) const DEFAULT_LOG: &str = "info,libp2p_swarm=warn,libp2p_kad=error";
+/// "no known peers" for Kademlia is not worth a line), and gossipsub off: it logs what peers do
+/// wrong at WARN and ERROR, a line for each refused subscription request or bad signature, so a
+/// peer could fill the disk with them. Hypha logs (and counts) the violations that matter
+/// itself, and a ban bounds those.
+pub(crate) const DEFAULT_LOG: &str = "info,libp2p_swarm=warn,libp2p_kad=error,libp2p_gossipsub=off";
 /// The most bytes an API request body may have.
 pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 64 << 20;
 

@@ -1001,7 +1001,7 @@ const DEEP: usize = 10_000;
 /// Attack 4: a deep DAG bomb — a head announced at depth 10⁶, its chain of tiny blocks
 /// served oldest first, each answer within the request's budget and marked truncated, so the
 /// victim keeps asking. Defence: backfill streams a history oldest first, `max_blocks` per
-/// request (default 100,000; here 1,000) and `max_bytes` (64 MiB), every block applied as it
+/// request (default 100,000; here 1,000) and `max_bytes` (8 MiB), every block applied as it
 /// arrives (nothing waits in the pending set); and one fetch stops after `max_fetch_depth`
 /// blocks over its truncated continuations (default 100,000; here [`DEEP`] = 10⁴) —
 /// `Violation::Backfill(DepthExceeded)`, which lowers the sender's standing. Scale: the

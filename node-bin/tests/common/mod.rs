@@ -862,3 +862,65 @@ pub(crate) fn log_lines<'a>(log: &'a str, module: &str, message: &str) -> Vec<&'
         .filter(|l| l.contains(&format!(", {module}, {message}")))
         .collect()
 }
+
+// ---- hostile input ----
+
+/// The resident set size of process `pid` in KiB (`VmRSS` of `/proc/<pid>/status`).
+pub(crate) fn rss_kib(pid: u32) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
+impl Node {
+    /// The node process's resident set size in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        rss_kib(self.pid())
+    }
+
+    /// A metric, 0 when the node does not export it (yet).
+    pub(crate) fn metric_or_zero(&self, name: &str) -> f64 {
+        let m = self
+            .metrics()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        m.get(name).copied().unwrap_or(0.0)
+    }
+
+    /// `hypha_peer_violations_total` by `protocol/reason`.
+    pub(crate) fn violations(&self) -> BTreeMap<String, f64> {
+        let m = self
+            .metrics()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        m.iter()
+            .filter_map(|(k, v)| {
+                let labels = k.strip_prefix("hypha_peer_violations_total{")?;
+                let labels = labels.strip_suffix('}')?;
+                let mut protocol = "";
+                let mut reason = "";
+                for pair in labels.split(',') {
+                    let (key, value) = pair.split_once('=')?;
+                    let value = value.trim_matches('"');
+                    match key {
+                        "protocol" => protocol = value,
+                        "reason" => reason = value,
+                        _ => {}
+                    }
+                }
+                Some((format!("{protocol}/{reason}"), *v))
+            })
+            .collect()
+    }
+
+    /// The sum of the violations whose `protocol/reason` starts with `prefix`.
+    pub(crate) fn violations_of(&self, prefix: &str) -> f64 {
+        self.violations()
+            .iter()
+            .filter(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v)
+            .sum()
+    }
+}

@@ -36,7 +36,7 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             max_blocks: 100_000,
-            max_bytes: 64 << 20,
+            max_bytes: 8 << 20,
             max_walk: 200_000,
             max_in_flight: 64,
             max_queued_frames: 1024,
@@ -53,7 +53,9 @@ impl Config {
         self
     }
 
-    /// Most block bytes asked for, and served, per response. Default 64 MiB.
+    /// Most block bytes asked for, and served, per response. Default 8 MiB: a response fits
+    /// the bytes the libp2p transport (`swarm::Frames`) queues per connection and protocol
+    /// (16 MiB) with room for another, so a responder never drops part of one for its size.
     pub fn with_max_bytes(mut self, n: u64) -> Config {
         self.max_bytes = n.max(1);
         self
@@ -88,6 +90,41 @@ impl Config {
     pub fn with_max_frame_bytes(mut self, n: usize) -> Config {
         self.max_frame_bytes = n.max(hypha_crdt::block::MAX_BLOCK_BYTES + 1024);
         self
+    }
+
+    /// Most blocks asked for, and served, per response.
+    pub fn max_blocks(&self) -> u32 {
+        self.max_blocks
+    }
+
+    /// Most block bytes asked for, and served, per response.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Most blocks a served walk may visit.
+    pub fn max_walk(&self) -> usize {
+        self.max_walk
+    }
+
+    /// Requests this node has in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// Frames queued for sending before requests are answered `BUSY`.
+    pub fn max_queued_frames(&self) -> usize {
+        self.max_queued_frames
+    }
+
+    /// How long a request may wait for its response.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// The largest frame sent or accepted.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
     }
 }
 

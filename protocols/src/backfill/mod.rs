@@ -34,7 +34,7 @@
 //! | bound | default | why |
 //! |---|---|---|
 //! | blocks per response (`max_blocks`) | 100,000 | a deep history arrives in a few requests, each bounded |
-//! | bytes per response (`max_bytes`) | 64 MiB | bounds what one peer can make a requester hold |
+//! | bytes per response (`max_bytes`) | 8 MiB | bounds what one peer can make a requester hold, and a responder queue for a peer; a response fits the 16 MiB a connection queues per protocol |
 //! | blocks a served walk may visit (`max_walk`) | 200,000 | bounds the responder's work per request |
 //! | requests in flight (`max_in_flight`) | 64 | bounds requester state |
 //! | frames queued for sending (`max_queued_frames`) | 1,024 | past it, requests are answered `BUSY` |

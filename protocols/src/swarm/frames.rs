@@ -70,8 +70,9 @@ pub enum SendError {
     /// The peer has no established connection; the frame was not queued.
     #[error("peer is not connected")]
     NotConnected,
-    /// `max_queued_frames` frames already wait for this peer and protocol: the peer reads more
-    /// slowly than the core sends. Send again later, or give up on the peer.
+    /// `max_queued_frames` frames, or `max_queued_bytes` bytes, already wait for this peer and
+    /// protocol: the peer reads more slowly than the core sends. Send again later, or give up
+    /// on the peer.
     #[error("too many frames are queued for this peer and protocol")]
     QueueFull,
     /// The frame's payload is longer than `max_frame_bytes`; the peer would refuse it.
@@ -163,10 +164,15 @@ impl Frames {
         let Some(connection) = self.peers.get_mut(&peer).and_then(|c| c.first_mut()) else {
             return Err(SendError::NotConnected);
         };
-        if connection.queued[protocol] >= self.config.max_queued_frames {
+        let queued = &mut connection.queued[protocol];
+        let bytes = &mut connection.queued_bytes[protocol];
+        let full = queued.len() >= self.config.max_queued_frames
+            || (!queued.is_empty() && *bytes + frame.len() > self.config.max_queued_bytes);
+        if full {
             return Err(SendError::QueueFull);
         }
-        connection.queued[protocol] += 1;
+        queued.push_back(frame.len());
+        *bytes += frame.len();
         self.commands
             .push_back((peer, connection.id, OutboundFrame { protocol, frame }));
         Ok(())
@@ -192,10 +198,12 @@ impl Frames {
         };
         let queued = &mut connection.queued[protocol];
         debug_assert!(
-            *queued >= frames,
+            queued.len() >= frames,
             "the handler reports only frames it was given"
         );
-        *queued = queued.saturating_sub(frames);
+        // The handler writes and drops frames in the order it was given them: oldest first.
+        let done: usize = queued.drain(..frames.min(queued.len())).sum();
+        connection.queued_bytes[protocol] -= done;
         true
     }
 
@@ -212,7 +220,7 @@ impl Frames {
         }
         // The swarm discards frames for a closed connection; they are counted below.
         self.commands.retain(|(_, connection, _)| *connection != id);
-        for (protocol, &frames) in closed.queued.iter().enumerate() {
+        for (protocol, frames) in closed.queued.iter().map(VecDeque::len).enumerate() {
             if frames > 0 {
                 self.events.push_back(Event::Dropped {
                     peer,
@@ -256,10 +264,11 @@ impl NetworkBehaviour for Frames {
                 connection_id,
                 ..
             }) => {
-                let queued = vec![0; self.config.protocols().len()];
+                let protocols = self.config.protocols().len();
                 let connection = Connection {
                     id: connection_id,
-                    queued,
+                    queued: vec![VecDeque::new(); protocols],
+                    queued_bytes: vec![0; protocols],
                 };
                 self.peers.entry(peer_id).or_default().push(connection);
             }
@@ -329,7 +338,9 @@ impl NetworkBehaviour for Frames {
 #[derive(Debug)]
 struct Connection {
     id: ConnectionId,
-    /// Per protocol index: frames given to [`Frames::send`] and not yet reported written or
-    /// dropped by the handler.
-    queued: Vec<usize>,
+    /// Per protocol index: the lengths of the frames given to [`Frames::send`] and not yet
+    /// reported written or dropped by the handler, oldest first.
+    queued: Vec<VecDeque<usize>>,
+    /// Per protocol index: the sum of `queued`.
+    queued_bytes: Vec<usize>,
 }

@@ -141,7 +141,8 @@
 //! | bound | default | why | past it |
 //! |---|---|---|---|
 //! | frame size (`max_frame_bytes`) | [`DEFAULT_MAX_FRAME_BYTES`] | one block of the largest size fits; refused on the 4-byte prefix, before the body is buffered | [`send`](Frames::send) returns [`SendError::TooLarge`]; an inbound stream is dropped with [`StreamError::FrameTooLarge`] |
-//! | frames queued per connection per protocol (`max_queued_frames`) | 1,024 | backpressure on the core instead of unbounded memory (at most this many frames of at most `max_frame_bytes` each) | [`send`](Frames::send) returns [`SendError::QueueFull`] and queues nothing |
+//! | frames queued per connection per protocol (`max_queued_frames`) | 1,024 | backpressure on the core instead of unbounded memory | [`send`](Frames::send) returns [`SendError::QueueFull`] and queues nothing |
+//! | bytes queued per connection per protocol (`max_queued_bytes`) | [`DEFAULT_MAX_QUEUED_BYTES`] (16 MiB) | a peer that asks for much and never reads (a slow reader) makes the node hold at most this much for it, not `max_queued_frames` frames of up to `max_frame_bytes` (1 GiB); two backfill responses of the default size fit | as above; a frame is always accepted into an empty queue |
 //! | inbound streams per connection per protocol (`max_inbound_streams`) | 8 | a well-behaved peer opens one per protocol; each may buffer one partial frame | the new stream is dropped with [`StreamError::TooManyStreams`] |
 //! | silence in the middle of a frame (`idle_timeout`) | 30 s | frees the partial frame of a peer that stopped sending; silence between frames is fine | the stream is dropped with [`StreamError::IdleTimeout`] |
 //!
@@ -204,6 +205,9 @@ use libp2p_swarm::StreamProtocol;
 
 use crate::wire::{BACKFILL_PROTOCOL, DEFAULT_MAX_FRAME_BYTES, REPLICATOR_PROTOCOL};
 
+/// The default of [`Config::with_max_queued_bytes`]: 16 MiB per connection and protocol.
+pub const DEFAULT_MAX_QUEUED_BYTES: usize = 16 << 20;
+
 mod frames;
 mod gossip;
 mod handler;
@@ -220,6 +224,7 @@ pub struct Config {
     protocols: Vec<StreamProtocol>,
     max_frame_bytes: usize,
     max_queued_frames: usize,
+    max_queued_bytes: usize,
     max_inbound_streams: usize,
     idle_timeout: Duration,
 }
@@ -241,6 +246,7 @@ impl Config {
             protocols,
             max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             max_queued_frames: 1024,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
             max_inbound_streams: 8,
             idle_timeout: Duration::from_secs(30),
         }
@@ -269,6 +275,14 @@ impl Config {
         self
     }
 
+    /// Most bytes (frames with their length prefixes) queued per connection and protocol
+    /// before [`Frames::send`] refuses more; a frame is always accepted into an empty queue.
+    /// Default [`DEFAULT_MAX_QUEUED_BYTES`] (16 MiB).
+    pub fn with_max_queued_bytes(mut self, n: usize) -> Config {
+        self.max_queued_bytes = n;
+        self
+    }
+
     /// Most inbound streams a peer may keep open per connection and protocol. Default 8; at
     /// least 1.
     pub fn with_max_inbound_streams(mut self, n: usize) -> Config {
@@ -281,6 +295,31 @@ impl Config {
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Config {
         self.idle_timeout = timeout;
         self
+    }
+
+    /// The largest frame payload sent or accepted, in bytes.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+
+    /// Most frames queued per connection and protocol.
+    pub fn max_queued_frames(&self) -> usize {
+        self.max_queued_frames
+    }
+
+    /// Most bytes queued per connection and protocol.
+    pub fn max_queued_bytes(&self) -> usize {
+        self.max_queued_bytes
+    }
+
+    /// Most inbound streams per connection and protocol.
+    pub fn max_inbound_streams(&self) -> usize {
+        self.max_inbound_streams
+    }
+
+    /// How long an inbound stream may stay silent in the middle of a frame.
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
     }
 
     /// The protocol names; a protocol's index in this list is how [`Frames`] names it.
