@@ -26,9 +26,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use hypha_crdt::Author;
 use hypha_protocols::connectivity::Reachability;
-use hypha_protocols::node;
-use hypha_protocols::replicator;
-use hypha_protocols::swarm::{Hypha, HyphaConfig};
+use hypha_protocols::swarm::Hypha;
 use hypha_store::Store;
 use libp2p::PeerId;
 use tokio::sync::{broadcast, mpsc};
@@ -98,11 +96,8 @@ async fn run(settings: Settings) -> Result<(), BoxError> {
         Author::unsigned(peer_id_seed(&peer_id))
     };
     let store_path = settings.rootdir.join(STORE_FILE);
-    let store = Store::open(
-        &store_path,
-        hypha_store::Config::new(author).with_namespace(settings.network.clone()),
-    )
-    .map_err(|e| format!("store {}: {e}", store_path.display()))?;
+    let store = Store::open(&store_path, settings.store_config(author))
+        .map_err(|e| format!("store {}: {e}", store_path.display()))?;
     let store = Arc::new(store);
     tracing::info!(target: "hypha.cli", { "Path" = %store_path.display() }, "Opened the store");
 
@@ -223,33 +218,12 @@ fn hypha(
     store: Arc<Store>,
     key: &libp2p::identity::Keypair,
 ) -> Result<Hypha, BoxError> {
-    let mut replicator = replicator::Config::default();
-    if let Some(intervals) = &settings.retry_intervals {
-        replicator = replicator.with_retry_intervals(intervals.clone());
-    }
-    if let Some(sources) = &settings.replicator_sources {
-        replicator = replicator.with_allowed_sources(Some(sources.iter().copied().collect()));
-    }
-    let peers = settings
-        .peers
-        .iter()
-        .map(|(peer, address)| (*peer, vec![address.to_vec()]))
-        .collect();
-    let config = node::Config::new(settings.network.clone())
-        .with_passive(settings.pubsub)
-        .with_hot_docs(settings.hot_docs)
-        .with_peers(peers)
-        .with_replicator(replicator);
-    let config = match settings.anti_entropy {
-        Some(interval) => config.with_anti_entropy(interval),
-        None => config,
-    };
     let seed = u64::from_le_bytes(peer_id_seed(&key.public().to_peer_id())[..8].try_into()?)
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
-    Ok(Hypha::new(HyphaConfig::new(config), store, key, seed)?)
+    Ok(Hypha::new(settings.hypha_config(), store, key, seed)?)
 }
 
 /// 32 bytes that name this node as an unsigned author: the peer ID's hash.

@@ -109,6 +109,16 @@ pub(crate) fn build(
     Ok(swarm)
 }
 
+/// The connection limits of [`LIMITS`](self#limits).
+fn connection_limits() -> connection_limits::ConnectionLimits {
+    connection_limits::ConnectionLimits::default()
+        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
+        .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING))
+        .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
+        .with_max_established(Some(MAX_ESTABLISHED))
+        .with_max_established_per_peer(Some(MAX_PER_PEER))
+}
+
 fn behaviour(
     key: &identity::Keypair,
     hypha: Hypha,
@@ -116,12 +126,6 @@ fn behaviour(
     options: &StackOptions,
 ) -> Result<Behaviour, Box<dyn std::error::Error + Send + Sync>> {
     let peer_id = key.public().to_peer_id();
-    let limits = connection_limits::ConnectionLimits::default()
-        .with_max_pending_incoming(Some(MAX_PENDING_INCOMING))
-        .with_max_pending_outgoing(Some(MAX_PENDING_OUTGOING))
-        .with_max_established_incoming(Some(MAX_ESTABLISHED_INCOMING))
-        .with_max_established(Some(MAX_ESTABLISHED))
-        .with_max_established_per_peer(Some(MAX_PER_PEER));
     let kad_protocol =
         StreamProtocol::try_from_owned(format!("/hypha/{}/kad/1.0.0", options.network))?;
     let mut kad = kad::Behaviour::with_config(
@@ -145,7 +149,7 @@ fn behaviour(
         None
     };
     Ok(Behaviour {
-        limits: connection_limits::Behaviour::new(limits),
+        limits: connection_limits::Behaviour::new(connection_limits()),
         memory: memory_connection_limits::Behaviour::with_max_bytes(MAX_MEMORY_BYTES),
         hypha,
         identify,
@@ -163,4 +167,28 @@ fn behaviour(
             .into(),
         mdns: mdns.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hardened connection and memory limits (issue 7). `ConnectionLimits` shows its values
+    /// only through Debug.
+    #[test]
+    fn connection_and_memory_limits() {
+        let limits = format!("{:?}", connection_limits());
+        for expected in [
+            "max_pending_incoming: Some(64)",
+            "max_pending_outgoing: Some(64)",
+            "max_established_incoming: Some(256)",
+            "max_established_outgoing: None",
+            "max_established_per_peer: Some(4)",
+            "max_established_total: Some(512)",
+        ] {
+            assert!(limits.contains(expected), "{expected} in {limits}");
+        }
+        assert_eq!(MAX_MEMORY_BYTES, 1 << 30);
+        assert_eq!(IDLE_TIMEOUT, Duration::from_secs(120));
+    }
 }

@@ -12,6 +12,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hypha_crdt::Author;
+use hypha_protocols::swarm::HyphaConfig;
+use hypha_protocols::{node, replicator};
 use libp2p::multiaddr::Protocol;
 use libp2p::{Multiaddr, PeerId};
 use serde::Deserialize;
@@ -322,6 +325,40 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The coordinator and its libp2p wrapper as the node runs them: the hardened defaults,
+    /// which the tests assert, with what the settings change.
+    pub(crate) fn hypha_config(&self) -> HyphaConfig {
+        let mut replicator = replicator::Config::default();
+        if let Some(intervals) = &self.retry_intervals {
+            replicator = replicator.with_retry_intervals(intervals.clone());
+        }
+        if let Some(sources) = &self.replicator_sources {
+            replicator = replicator.with_allowed_sources(Some(sources.iter().copied().collect()));
+        }
+        let peers = self
+            .peers
+            .iter()
+            .map(|(peer, address)| (*peer, vec![address.to_vec()]))
+            .collect();
+        let config = node::Config::new(self.network.clone())
+            .with_passive(self.pubsub)
+            .with_hot_docs(self.hot_docs)
+            .with_peers(peers)
+            .with_replicator(replicator);
+        let config = match self.anti_entropy {
+            Some(interval) => config.with_anti_entropy(interval),
+            None => config,
+        };
+        HyphaConfig::new(config)
+    }
+
+    /// The store's configuration, its local blocks made by `author`.
+    pub(crate) fn store_config(&self, author: Author) -> hypha_store::Config {
+        hypha_store::Config::new(author).with_namespace(self.network.clone())
+    }
+}
+
 fn non_empty(v: Vec<String>) -> Option<Vec<String>> {
     (!v.is_empty()).then_some(v)
 }
@@ -462,6 +499,91 @@ mod tests {
         assert_eq!(s.hot_docs, DEFAULT_HOT_DOCS);
         assert_eq!(s.network, "hypha");
         assert_eq!(s.log_format, LogFormat::Text);
+    }
+
+    /// The hardened defaults (issue 7): what a node started with no flags runs with, read from
+    /// the configurations `hypha start` builds.
+    #[test]
+    fn hardened_defaults() {
+        use std::time::Duration;
+
+        use hypha_crdt::block::{MAX_BLOCK_BYTES, MAX_LINKS};
+        use hypha_protocols::swarm::DEFAULT_MAX_TOPICS_PER_PEER;
+        use hypha_protocols::wire::DEFAULT_MAX_FRAME_BYTES;
+        use libp2p::gossipsub::ValidationMode;
+
+        let s = Settings::resolve(args()).unwrap();
+        // The API: bound to loopback, bodies capped at 64 MiB.
+        assert!(s.url.ip().is_loopback(), "{}", s.url);
+        assert_eq!(s.max_body_bytes, 64 << 20);
+        assert!(s.signing, "blocks are signed");
+        // A peer can make the node log nothing per message of gossipsub's.
+        assert!(s.log.contains("libp2p_gossipsub=off"), "{}", s.log);
+
+        let h = s.hypha_config();
+        // Message validation on: strict, signed, each message validated before it is forwarded.
+        let g = h.gossipsub();
+        assert!(g.validate_messages());
+        assert!(matches!(g.validation_mode(), ValidationMode::Strict));
+        assert_eq!(g.max_transmit_size(), 128 << 10);
+        // Subscription caps: at most 10,000 topics per peer (only this network's are kept).
+        assert_eq!(h.max_topics_per_peer(), DEFAULT_MAX_TOPICS_PER_PEER);
+        assert_eq!(DEFAULT_MAX_TOPICS_PER_PEER, 10_000);
+        // Frame and block caps; streams and send queues per connection and protocol.
+        assert_eq!(MAX_BLOCK_BYTES, 1 << 20);
+        assert_eq!(DEFAULT_MAX_FRAME_BYTES, MAX_BLOCK_BYTES + (64 << 10));
+        let f = h.frames();
+        assert_eq!(f.protocols().len(), 3);
+        assert_eq!(f.max_frame_bytes(), DEFAULT_MAX_FRAME_BYTES);
+        assert_eq!(f.max_queued_frames(), 1024);
+        assert_eq!(f.max_queued_bytes(), 16 << 20);
+        assert_eq!(f.max_inbound_streams(), 8);
+        assert_eq!(f.idle_timeout(), Duration::from_secs(30));
+        assert_eq!(h.max_queued_persists(), 1024);
+        // Peer standing: 5 points (one per violation, halving every 10 minutes) ban for 15.
+        let st = h.standing();
+        assert_eq!(st.ban_at(), 5.0);
+        assert_eq!(st.ban_for(), Duration::from_secs(900));
+        assert_eq!(st.half_life(), Duration::from_secs(600));
+        assert_eq!(st.max_peers(), 10_000);
+
+        let n = h.node();
+        assert!(n.passive());
+        assert_eq!(n.hot_docs(), DEFAULT_HOT_DOCS);
+        assert_eq!(n.max_inline_bytes(), 32 << 10);
+        assert_eq!(n.max_persists(), 65_536);
+        // DAG depth and links caps.
+        assert_eq!(n.max_fetch_depth(), 100_000);
+        assert_eq!(MAX_LINKS, 1024);
+        // Pending caps: blocks waiting for unknown parents, per peer and in all, and for how
+        // long; fetches of their parents per sender.
+        assert_eq!(n.orphans(), (64, 1024, Duration::from_secs(600)));
+        assert_eq!(n.max_orphan_fetches_per_peer(), 16);
+        let b = n.backfill();
+        assert_eq!(b.max_blocks(), 100_000);
+        assert_eq!(b.max_bytes(), 8 << 20);
+        assert!(b.max_bytes() as usize <= f.max_queued_bytes());
+        assert_eq!(b.max_walk(), 200_000);
+        assert_eq!(b.max_in_flight(), 64);
+        assert_eq!(b.max_frame_bytes(), DEFAULT_MAX_FRAME_BYTES);
+        let hs = n.head_sync();
+        assert_eq!(hs.max_sessions(), 64);
+        assert_eq!(hs.max_collections(), 256);
+        assert_eq!(hs.max_wanted(), 100_000);
+        assert_eq!(hs.max_frame_bytes(), DEFAULT_MAX_FRAME_BYTES);
+        // Per-source push quotas: anyone may push, within 64 MiB a minute and 16 unanswered.
+        let r = n.replicator();
+        assert!(r.allowed_sources().is_none());
+        assert_eq!(r.quota(), (64 << 20, Duration::from_secs(60)));
+        assert_eq!(r.max_inbound_per_source(), 16);
+        assert_eq!(r.max_sources(), 4096);
+        assert_eq!(r.max_frame_bytes(), DEFAULT_MAX_FRAME_BYTES);
+
+        // The outbox cap and the merge's pending cap live in the store's configuration, which
+        // shows them only through Debug.
+        let store = format!("{:?}", s.store_config(Author::unsigned([0; 32])));
+        assert!(store.contains("max_outbox_per_peer: 10000"), "{store}");
+        assert!(store.contains("100000"), "the pending cap: {store}");
     }
 
     #[test]

@@ -350,6 +350,57 @@ impl<P: Ord> Config<P> {
     pub fn namespace(&self) -> &str {
         &self.namespace
     }
+
+    /// Whether passive replication (pubsub) is on.
+    pub fn passive(&self) -> bool {
+        self.passive
+    }
+
+    /// Hot documents followed on top of subscriptions.
+    pub fn hot_docs(&self) -> usize {
+        self.hot_docs
+    }
+
+    /// The largest block published inline.
+    pub fn max_inline_bytes(&self) -> usize {
+        self.max_inline_bytes
+    }
+
+    /// Persists awaiting their result.
+    pub fn max_persists(&self) -> usize {
+        self.max_persists
+    }
+
+    /// The depth budget: blocks one fetch may take over its truncated continuations.
+    pub fn max_fetch_depth(&self) -> u64 {
+        self.max_fetch_depth
+    }
+
+    /// The unknown-parent budget: blocks waiting for their parents per peer and in all, and
+    /// how long one may wait.
+    pub fn orphans(&self) -> (usize, usize, Duration) {
+        (self.max_orphans_per_peer, self.max_orphans, self.orphan_ttl)
+    }
+
+    /// Fetches of orphans' parents in flight per sender.
+    pub fn max_orphan_fetches_per_peer(&self) -> usize {
+        self.max_orphan_fetches_per_peer
+    }
+
+    /// The head-exchange core's configuration.
+    pub fn head_sync(&self) -> &head_sync::Config {
+        &self.head_sync
+    }
+
+    /// The backfill core's configuration.
+    pub fn backfill(&self) -> &backfill::Config {
+        &self.backfill
+    }
+
+    /// The replicator core's configuration.
+    pub fn replicator(&self) -> &replicator::Config<P> {
+        &self.replicator
+    }
 }
 
 /// What the driver must do.

@@ -87,6 +87,26 @@ impl Config {
         self.max_peers = n.max(1);
         self
     }
+
+    /// How long points take to halve.
+    pub fn half_life(&self) -> Duration {
+        self.half_life
+    }
+
+    /// Points at which a peer is banned.
+    pub fn ban_at(&self) -> f64 {
+        self.ban_at
+    }
+
+    /// How long a ban lasts.
+    pub fn ban_for(&self) -> Duration {
+        self.ban_for
+    }
+
+    /// Most peers tracked.
+    pub fn max_peers(&self) -> usize {
+        self.max_peers
+    }
 }
 
 /// What a penalty did.

@@ -162,6 +162,41 @@ impl Config {
         self.session_timeout = timeout;
         self
     }
+
+    /// Sessions this node initiates at once.
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions
+    }
+
+    /// Collections one session may cover.
+    pub fn max_collections(&self) -> usize {
+        self.max_collections
+    }
+
+    /// Documents per heads frame.
+    pub fn max_docs_per_frame(&self) -> usize {
+        self.max_docs_per_frame
+    }
+
+    /// Documents one session may ask heads for.
+    pub fn max_wanted(&self) -> usize {
+        self.max_wanted
+    }
+
+    /// Documents one session may list in all.
+    pub fn max_listed(&self) -> u64 {
+        self.max_listed
+    }
+
+    /// How long a session may last.
+    pub fn session_timeout(&self) -> Duration {
+        self.session_timeout
+    }
+
+    /// The largest frame sent or accepted.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
 }
 
 /// A frame for the driver to send to `peer` on the head-sync protocol.

@@ -119,6 +119,26 @@ impl<P: Ord> Config<P> {
     pub fn max_frame_bytes(&self) -> usize {
         self.max_frame_bytes
     }
+
+    /// Pushes this node has unanswered at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
+    }
+
+    /// Pushes one source may have unanswered here.
+    pub fn max_inbound_per_source(&self) -> usize {
+        self.max_inbound_per_source
+    }
+
+    /// The per-source quota: block bytes a source may push per window.
+    pub fn quota(&self) -> (u64, Duration) {
+        (self.quota_bytes, self.quota_window)
+    }
+
+    /// Sources whose quota state is kept.
+    pub fn max_sources(&self) -> usize {
+        self.max_sources
+    }
 }
 
 /// A frame for the driver to send to `peer` on the replicator protocol (already framed).

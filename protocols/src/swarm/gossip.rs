@@ -46,26 +46,9 @@ impl TopicSubscriptionFilter for NamespaceTopics {
 pub(super) fn behaviour(
     keypair: &Keypair,
     namespace: &str,
-    heartbeat: Option<Duration>,
-    max_transmit_bytes: usize,
+    gossipsub_config: gossipsub::Config,
     max_topics: usize,
 ) -> Gossipsub {
-    let mut builder = gossipsub::ConfigBuilder::default();
-    builder
-        .validation_mode(ValidationMode::Strict)
-        .validate_messages()
-        .message_id_fn(|m: &gossipsub::Message| {
-            MessageId::new(&pubsub::message_id(m.topic.as_str(), &m.data))
-        })
-        .max_transmit_size(max_transmit_bytes);
-    if let Some(interval) = heartbeat {
-        builder
-            .heartbeat_interval(interval)
-            .heartbeat_initial_delay(interval);
-    }
-    // invariant: build checks per-topic sizes, mesh sizes and history lengths, none of which
-    // is set here, and an unsubscribe backoff, left at its non-zero default.
-    let gossipsub_config = builder.build().expect("valid gossipsub config");
     let signed = MessageAuthenticity::Signed(keypair.clone());
     // invariant: signed messages with strict validation is a valid pair.
     let filter = MaxCountSubscriptionFilter {
@@ -84,6 +67,28 @@ pub(super) fn behaviour(
         .with_peer_score(peer_score_params(), PeerScoreThresholds::default())
         .expect("valid score parameters");
     behaviour
+}
+
+/// Gossipsub's own configuration as Hypha runs it: signed messages checked strictly, nothing
+/// forwarded before the coordinator validated it, the block's CID per topic as the message id,
+/// messages of at most `max_transmit_bytes`.
+pub(super) fn config(heartbeat: Option<Duration>, max_transmit_bytes: usize) -> gossipsub::Config {
+    let mut builder = gossipsub::ConfigBuilder::default();
+    builder
+        .validation_mode(ValidationMode::Strict)
+        .validate_messages()
+        .message_id_fn(|m: &gossipsub::Message| {
+            MessageId::new(&pubsub::message_id(m.topic.as_str(), &m.data))
+        })
+        .max_transmit_size(max_transmit_bytes);
+    if let Some(interval) = heartbeat {
+        builder
+            .heartbeat_interval(interval)
+            .heartbeat_initial_delay(interval);
+    }
+    // invariant: build checks per-topic sizes, mesh sizes and history lengths, none of which
+    // is set here, and an unsubscribe backoff, left at its non-zero default.
+    builder.build().expect("valid gossipsub config")
 }
 
 /// Peer scoring: gossipsub's defaults (gossip −10, publish −50, graylist −80; IP colocation

@@ -187,6 +187,45 @@ impl HyphaConfig {
         self.standing = config;
         self
     }
+
+    /// The coordinator's configuration.
+    pub fn node(&self) -> &node::Config<PeerId> {
+        &self.node
+    }
+
+    /// Gossipsub's configuration, as [`Hypha::new`] builds gossipsub with it: signed messages
+    /// validated strictly, each by the coordinator before it is forwarded, of at most
+    /// `max_transmit_bytes`.
+    pub fn gossipsub(&self) -> gossipsub::Config {
+        gossip::config(self.heartbeat, self.max_transmit_bytes)
+    }
+
+    /// The configuration of the stream protocols' transport ([`Frames`]), as [`Hypha::new`]
+    /// builds it: every protocol of [`Protocol::ALL`], in that order, with the default bounds.
+    pub fn frames(&self) -> Config {
+        // Frames names a protocol by its index in its config: list them in Protocol::ALL's
+        // order, so that the index is the same in both.
+        Config::new(
+            Protocol::ALL
+                .map(|p| StreamProtocol::new(p.name()))
+                .to_vec(),
+        )
+    }
+
+    /// Persist tickets waiting for the waiter thread.
+    pub fn max_queued_persists(&self) -> usize {
+        self.max_queued_persists
+    }
+
+    /// Pubsub topics a peer may be known to follow.
+    pub fn max_topics_per_peer(&self) -> usize {
+        self.max_topics_per_peer
+    }
+
+    /// What violations cost peers and when they are banned.
+    pub fn standing(&self) -> &standing::Config {
+        &self.standing
+    }
 }
 
 impl From<node::Config<PeerId>> for HyphaConfig {
@@ -209,17 +248,12 @@ impl Hypha {
         seed: u64,
     ) -> io::Result<Hypha> {
         let config = config.into();
-        // Frames names a protocol by its index in its config: list them in Protocol::ALL's
-        // order, so that the index is the same in both.
-        let names = Protocol::ALL.map(|p| StreamProtocol::new(p.name()));
-        let frames = Config::new(names.to_vec());
         let inner = Inner {
-            frames: Frames::new(frames),
+            frames: Frames::new(config.frames()),
             gossipsub: gossip::behaviour(
                 keypair,
                 config.node.namespace(),
-                config.heartbeat,
-                config.max_transmit_bytes,
+                config.gossipsub(),
                 config.max_topics_per_peer,
             ),
         };
