@@ -146,7 +146,7 @@ pub struct VerifiedBlock(std::sync::Arc<Verified>);
 struct Verified {
     cid: Cid,
     /// Shared so that a store keeping the bytes takes a reference, not a copy.
-    bytes: std::sync::Arc<Vec<u8>>,
+    bytes: std::sync::Arc<[u8]>,
     block: Block,
 }
 
@@ -161,12 +161,8 @@ impl PartialEq for VerifiedBlock {
 impl Eq for VerifiedBlock {}
 
 impl VerifiedBlock {
-    fn new(cid: Cid, bytes: Vec<u8>, block: Block) -> VerifiedBlock {
-        VerifiedBlock(std::sync::Arc::new(Verified {
-            cid,
-            bytes: std::sync::Arc::new(bytes),
-            block,
-        }))
+    fn new(cid: Cid, bytes: std::sync::Arc<[u8]>, block: Block) -> VerifiedBlock {
+        VerifiedBlock(std::sync::Arc::new(Verified { cid, bytes, block }))
     }
 }
 
@@ -214,7 +210,7 @@ impl Block {
         self.signature = None;
         self.validate()?;
         let bytes = encode_checked(&self)?;
-        Ok(VerifiedBlock::new(dag_cbor_cid(&bytes), bytes, self))
+        Ok(VerifiedBlock::new(dag_cbor_cid(&bytes), bytes.into(), self))
     }
 
     /// The block's canonical DAG-CBOR bytes as it stands, without the structural checks or
@@ -249,7 +245,7 @@ impl Block {
             serde_ipld_dagcbor::to_vec(&self).ok().as_deref(),
             Some(&bytes[..])
         );
-        Ok(VerifiedBlock::new(dag_cbor_cid(&bytes), bytes, self))
+        Ok(VerifiedBlock::new(dag_cbor_cid(&bytes), bytes.into(), self))
     }
 
     /// Checks the rules that need no other block: sorted distinct block-CID parents, limits,
@@ -383,7 +379,7 @@ impl VerifiedBlock {
             key.verify_strict(&message, &signature)
                 .map_err(|_| BlockError::SignatureInvalid)?;
         }
-        Ok(VerifiedBlock::new(cid, bytes.to_vec(), block))
+        Ok(VerifiedBlock::new(cid, bytes.into(), block))
     }
 
     /// The block's CID.
@@ -397,7 +393,7 @@ impl VerifiedBlock {
     }
 
     /// The block's canonical bytes, shared: a reference count, not a copy.
-    pub fn shared_bytes(&self) -> std::sync::Arc<Vec<u8>> {
+    pub fn shared_bytes(&self) -> std::sync::Arc<[u8]> {
         std::sync::Arc::clone(&self.0.bytes)
     }
 

@@ -462,6 +462,19 @@ fn decode_op(r: &mut Reader<'_>) -> Result<FieldOp, String> {
     Ok(FieldOp::Counter { crdt, value, nonce })
 }
 
+/// A CID from its binary form. The form every CID Hypha makes (CIDv1, a one-byte codec,
+/// sha2-256) is read directly, the inverse of [`sha256_v1_prefix`]; any other goes through
+/// the `cid` crate's parser.
+fn cid_from(bytes: &[u8]) -> Option<Cid> {
+    match bytes {
+        [0x01, codec @ 0..0x80, 0x12, 0x20, digest @ ..] if digest.len() == 32 => {
+            let hash = cid::multihash::Multihash::wrap(crate::cid::SHA2_256, digest).ok()?;
+            Some(Cid::new_v1(u64::from(*codec), hash))
+        }
+        _ => Cid::try_from(bytes).ok(),
+    }
+}
+
 struct Reader<'a> {
     data: &'a [u8],
     at: usize,
@@ -540,7 +553,7 @@ impl<'a> Reader<'a> {
     }
 
     fn cid_bytes(&mut self, what: &str) -> Result<Cid, String> {
-        Cid::try_from(self.bytes()?).map_err(|_| format!("{what} is not a CID"))
+        cid_from(self.bytes()?).ok_or_else(|| format!("{what} is not a CID"))
     }
 
     fn link(&mut self) -> Result<Cid, String> {
@@ -548,7 +561,7 @@ impl<'a> Reader<'a> {
             return Err("expected a link (tag 42)".into());
         }
         match self.bytes()? {
-            [0, cid @ ..] => Cid::try_from(cid).map_err(|_| "link is not a CID".into()),
+            [0, cid @ ..] => cid_from(cid).ok_or_else(|| "link is not a CID".into()),
             _ => Err("link lacks the identity multibase prefix".into()),
         }
     }
@@ -803,6 +816,26 @@ mod tests {
             let ours = encode_state(&state).unwrap();
             prop_assert_eq!(&ours, &serde_ipld_dagcbor::to_vec(&state).unwrap());
             prop_assert_eq!(crate::merge::DocState::from_bytes(&ours).unwrap(), state);
+        }
+
+        /// The direct CID reader agrees with the `cid` crate's parser: on the binary form of
+        /// the CIDs Hypha makes, on that form with any one byte changed, and cut short.
+        #[test]
+        fn cid_reader_matches_the_cid_crate(
+            codec in 0u8..0x80,
+            digest in proptest::array::uniform32(any::<u8>()),
+            flip in proptest::option::of((0usize..36, any::<u8>())),
+            cut in 0usize..=36,
+        ) {
+            let hash = cid::multihash::Multihash::wrap(crate::cid::SHA2_256, &digest).unwrap();
+            let mut bytes = Cid::new_v1(u64::from(codec), hash).to_bytes();
+            prop_assert_eq!(bytes.len(), 36);
+            prop_assert_eq!(cid_from(&bytes), Cid::try_from(bytes.as_slice()).ok());
+            if let Some((at, byte)) = flip {
+                bytes[at] = byte;
+            }
+            bytes.truncate(cut);
+            prop_assert_eq!(cid_from(&bytes), Cid::try_from(bytes.as_slice()).ok());
         }
 
         /// The fast encoder and the reference (serde_ipld_dagcbor) agree byte for byte.

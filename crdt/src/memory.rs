@@ -21,7 +21,7 @@ use crate::schema::{Collection, CollectionId};
 ///
 /// Applied blocks are kept as their bytes and the merge's facts about them, keyed by the
 /// 32-byte digest of their CID (every block CID is CIDv1 dag-cbor sha2-256, so the digest
-/// identifies it): ~350 bytes per block rather than a decoded block (the bytes are shared with
+/// identifies it): ~320 bytes per block rather than a decoded block (the bytes are shared with
 /// the [`VerifiedBlock`] they came in, so keeping them copies nothing), and a hash table whose
 /// lookups stay O(1) as the history grows (a B-tree's cost per lookup grew by a third from the
 /// 1,000th block to the 100,000th, `w3_flatness_ratio`). The table is never iterated, so its
@@ -30,7 +30,7 @@ use crate::schema::{Collection, CollectionId};
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDag {
     #[allow(clippy::disallowed_types)] // Never iterated: see above.
-    applied: std::collections::HashMap<Digest, (AppliedMeta, Arc<Vec<u8>>), BuildDigestHasher>,
+    applied: std::collections::HashMap<Digest, (AppliedMeta, Arc<[u8]>), BuildDigestHasher>,
     pending: BTreeMap<Cid, VerifiedBlock>,
     waiting: BTreeMap<Cid, Vec<Cid>>,
     states: BTreeMap<DocId, DocState>,
