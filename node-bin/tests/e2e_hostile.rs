@@ -565,7 +565,9 @@ fn on_event(seen: &Mutex<Seen>, victim: PeerId, event: SwarmEvent<EvilBehaviourE
 /// Defence: each malformed message is a typed violation (`Malformed`, or `BadRequest` for a
 /// backfill request naming nothing), counted by protocol and reason; a prefix over the frame
 /// cap drops the stream before any of the body is buffered (so 100 claims of 4 GiB cost
-/// nothing), and five violations ban the sender.
+/// nothing), and five violations ban the sender: its connection is closed, a new one refused,
+/// and the ban counted (`hypha_peers_banned_total`). Framing errors (a prefix over the cap, a
+/// cut-off frame) drop the stream but are neither counted nor charged to the sender.
 #[test]
 fn attack_01_malformed_frames_are_rejected_before_allocating() {
     let mut a = Arena::new("a1");
@@ -642,6 +644,23 @@ fn attack_01_malformed_frames_are_rejected_before_allocating() {
             Err(format!("banned {banned}, {:?}", evils[0].seen()))
         }
     });
+    // A banned peer's new connection is refused.
+    let opened = evils[0].seen().opened;
+    evils[0].dial();
+    poll(DEADLINE, "the banned peer's redial to end", || {
+        let s = evils[0].seen();
+        if s.open == 0 && (!s.dial_errors.is_empty() || s.closed > 1) {
+            Ok(())
+        } else {
+            Err(format!("{s:?}"))
+        }
+    });
+    let peers = peer_ids(&a.victim).expect("peers");
+    assert!(
+        !peers.contains(&evils[0].id.to_string()),
+        "the banned peer is not connected: {peers:?}"
+    );
+    assert!(evils[0].seen().opened - opened <= 1);
     assert!(!has_block(&a.victim, &child_of(&head, 1).cid()));
     a.finish("attack 1");
 }
@@ -894,7 +913,9 @@ fn attack_11_pubsub_spam_and_duplicates_are_suppressed() {
 /// while never reading the responses. Defence: at most 8 inbound streams per protocol and
 /// connection (the rest are dropped at once), a stream silent mid-frame is dropped after the
 /// 30 s idle timeout, and what is queued for a peer that does not read is bounded per
-/// connection and protocol — so the victim's memory stays within 2× while H keeps replicating.
+/// connection and protocol (16 MiB) — so the victim's memory stays within 2× while H keeps
+/// replicating, and when the slow reader finally reads, it gets what was queued, not the
+/// ~100 MiB it asked for. (Before the byte cap the victim held all of it: 48 → 149 MB.)
 #[test]
 fn attack_12_slow_readers_and_idle_streams_are_bounded() {
     let mut a = Arena::new("a12");
@@ -1015,11 +1036,31 @@ fn attack_12_slow_readers_and_idle_streams_are_bounded() {
         a.honest_round();
     }
     evil.await_dropped(&mut stalled, "a stream stalled mid-frame");
-    assert!(
-        !lock_streams(&held).is_empty(),
-        "the victim answered on a stream the adversary does not read"
-    );
     a.finish("attack 12");
+    // What the victim kept for the slow reader: reading it all now (until the victim has sent
+    // nothing for 2 s), it is what was queued when the reader stopped, not the 100 responses.
+    let received = a.rt.block_on(async {
+        let mut streams = std::mem::take(&mut *lock_streams(&held));
+        let mut total = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        for s in &mut streams {
+            while let Ok(Ok(n)) =
+                tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await
+            {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+        }
+        total
+    });
+    eprintln!("attack 12: the slow reader finally read {received} bytes of 100 responses");
+    assert!(received > 0, "the victim answered the slow reader");
+    assert!(
+        received < 24 << 20,
+        "the victim queued {received} bytes for one slow reader (cap 16 MiB + windows)"
+    );
 }
 
 fn lock_streams(
