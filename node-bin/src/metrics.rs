@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use hypha_protocols::node::Violation;
+use hypha_protocols::node::{Protocol, Violation};
 
 use crate::service::NodeStats;
 
@@ -49,6 +49,14 @@ impl Metrics {
             Violation::Pubsub(v) => ("pubsub", format!("{v:?}")),
             Violation::Replicator(v) => ("replicator", format!("{v:?}")),
             Violation::Rejected(v) => ("merge", format!("{v:?}")),
+            Violation::Framing(p, v) => {
+                let protocol = match p {
+                    Protocol::Backfill => "backfill",
+                    Protocol::HeadSync => "head_sync",
+                    Protocol::Replicator => "replicator",
+                };
+                (protocol, format!("{v:?}"))
+            }
         };
         // The variant's name: what Debug writes before any field.
         let reason: String = inner
@@ -363,12 +371,22 @@ mod tests {
         m.peers_banned.fetch_add(1, Ordering::Relaxed);
         m.record_violation(&Violation::Rejected(hypha_crdt::Rejection::ForeignParent));
         m.record_violation(&Violation::Rejected(hypha_crdt::Rejection::ForeignParent));
+        m.record_violation(&Violation::Framing(
+            Protocol::Backfill,
+            hypha_protocols::node::Framing::FrameTooLarge { len: 9, max: 8 },
+        ));
         let text = m.render(Some(&NodeStats::default()), None);
         assert!(text.contains("hypha_document_changes_total 3"), "{text}");
         assert!(text.contains("hypha_peers_banned_total 1"), "{text}");
         assert!(
             text.contains(
                 "hypha_peer_violations_total{protocol=\"merge\",reason=\"ForeignParent\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "hypha_peer_violations_total{protocol=\"backfill\",reason=\"FrameTooLarge\"} 1"
             ),
             "{text}"
         );

@@ -487,6 +487,12 @@ impl Evil {
 
     /// Opens a raw stream to the victim on `protocol`.
     fn open(&self, protocol: &'static str) -> libp2p::Stream {
+        self.try_open(protocol)
+            .unwrap_or_else(|e| panic!("opening a {protocol} stream: {e}"))
+    }
+
+    /// Opens a raw stream to the victim on `protocol`, if the victim still lets it.
+    fn try_open(&self, protocol: &'static str) -> Result<libp2p::Stream, String> {
         let mut control = self.control.clone();
         let victim = self.victim;
         self.rt
@@ -497,8 +503,8 @@ impl Evil {
                 )
                 .await
             })
-            .unwrap_or_else(|_| panic!("opening a {protocol} stream timed out"))
-            .unwrap_or_else(|e| panic!("opening a {protocol} stream: {e}"))
+            .map_err(|_| "timed out".to_string())?
+            .map_err(|e| e.to_string())
     }
 
     /// Writes `bytes` on `stream` (an error is fine: the victim may have dropped it).
@@ -560,14 +566,14 @@ fn on_event(seen: &Mutex<Seen>, victim: PeerId, event: SwarmEvent<EvilBehaviourE
 
 /// Attack 1: malformed frames and protobuf on each of Hypha's stream protocols — a truncated
 /// message, a wrong wire type, a length inside the message claiming 2⁶⁴ − 1 bytes, 10,000
-/// levels of nesting — from three adversaries (one per protocol); then from a fourth, frame
+/// levels of nesting — from three adversaries (one per protocol); then from 20 more, frame
 /// prefixes claiming 4 GiB on 100 streams, and a frame cut off by closing its stream.
 /// Defence: each malformed message is a typed violation (`Malformed`, or `BadRequest` for a
 /// backfill request naming nothing), counted by protocol and reason; a prefix over the frame
 /// cap drops the stream before any of the body is buffered (so 100 claims of 4 GiB cost
-/// nothing), and five violations ban the sender: its connection is closed, a new one refused,
-/// and the ban counted (`hypha_peers_banned_total`). Framing errors (a prefix over the cap, a
-/// cut-off frame) drop the stream but are neither counted nor charged to the sender.
+/// nothing) and is a violation too (`FrameTooLarge`, or `Truncated` for a cut-off frame), and
+/// five violations ban the sender: its connection is closed, a new one refused, and the ban
+/// counted (`hypha_peers_banned_total`).
 #[test]
 fn attack_01_malformed_frames_are_rejected_before_allocating() {
     let mut a = Arena::new("a1");
@@ -599,7 +605,6 @@ fn attack_01_malformed_frames_are_rejected_before_allocating() {
         }
     });
     let v = a.victim.violations();
-    eprintln!("attack 1 violations: {v:?}");
     for key in v.keys() {
         assert!(
             key.ends_with("/Malformed") || key == "backfill/BadRequest",
@@ -610,25 +615,49 @@ fn attack_01_malformed_frames_are_rejected_before_allocating() {
         assert!(a.victim.violations_of(p) >= 1.0, "{p}: {v:?}");
     }
 
-    // Prefixes claiming 4 GiB: each stream is dropped at its prefix.
-    let big = a.evil();
-    for i in 0..100 {
-        let protocol = protocols[i % 3];
-        let mut s = big.open(protocol);
-        let mut claim = u32::MAX.to_be_bytes().to_vec();
-        claim.extend_from_slice(&[0xa4; 1024]);
-        let _ = big.write(&mut s, &claim);
-        big.await_dropped(&mut s, "a 4 GiB frame prefix");
-        if i % 20 == 0 {
+    // Prefixes claiming 4 GiB, five each from 20 identities: each stream is dropped at its
+    // prefix, each claim is a violation, and each identity's fifth bans it.
+    for i in 0..20 {
+        let big = a.evil();
+        for j in 0..5 {
+            let mut s = big.open(protocols[(i + j) % 3]);
+            let mut claim = u32::MAX.to_be_bytes().to_vec();
+            claim.extend_from_slice(&[0xa4; 1024]);
+            let _ = big.write(&mut s, &claim);
+            big.await_dropped(&mut s, "a 4 GiB frame prefix");
+        }
+        if i % 5 == 0 {
             a.honest_round();
         }
     }
+    poll(
+        DEADLINE,
+        "every 4 GiB claim to be counted and punished",
+        || {
+            let claims = a.victim.violations_of_reason("FrameTooLarge");
+            let banned = a.victim.metric_or_zero("hypha_peers_banned_total");
+            if claims >= 100.0 && banned >= 20.0 {
+                Ok(())
+            } else {
+                Err(format!("banned {banned}, {:?}", a.victim.violations()))
+            }
+        },
+    );
     // A frame cut off by closing the stream.
-    let mut s = big.open(REPLICATOR_PROTOCOL);
-    let mut cut = 100u32.to_be_bytes().to_vec();
-    cut.extend_from_slice(&[0x0a; 10]);
-    big.write(&mut s, &cut).expect("written");
+    let cut = a.evil();
+    let mut s = cut.open(REPLICATOR_PROTOCOL);
+    let mut partial = 100u32.to_be_bytes().to_vec();
+    partial.extend_from_slice(&[0x0a; 10]);
+    cut.write(&mut s, &partial).expect("written");
     let _ = a.rt.block_on(s.close());
+    poll(DEADLINE, "the cut-off frame to be counted", || {
+        let n = a.victim.violations_of("replicator/Truncated");
+        if n >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", a.victim.violations()))
+        }
+    });
     a.honest_round();
 
     // Two more malformed frames make the first adversary's fifth and sixth: banned.
@@ -638,12 +667,21 @@ fn attack_01_malformed_frames_are_rejected_before_allocating() {
     }
     poll(DEADLINE, "the repeat offender to be banned", || {
         let banned = a.victim.metric_or_zero("hypha_peers_banned_total");
-        if banned >= 1.0 && evils[0].seen().open == 0 {
+        if banned >= 21.0 && evils[0].seen().open == 0 {
             Ok(())
         } else {
             Err(format!("banned {banned}, {:?}", evils[0].seen()))
         }
     });
+    let v = a.victim.violations();
+    eprintln!("attack 1 violations: {v:?}");
+    for key in v.keys() {
+        let reason = key.split('/').nth(1).unwrap_or_default();
+        assert!(
+            ["Malformed", "BadRequest", "FrameTooLarge", "Truncated"].contains(&reason),
+            "only malformed frames and framing were sent: {v:?}"
+        );
+    }
     // A banned peer's new connection is refused.
     let opened = evils[0].seen().opened;
     evils[0].dial();
@@ -726,7 +764,7 @@ fn attack_02_a_block_not_hashing_to_its_cid_is_never_stored() {
 /// Attack 3: a replicator frame of 2 MiB (a push carrying a 2 MiB block), a push of a block one
 /// byte over the 1 MiB block cap inside a frame that fits, and 20 pubsub messages of 512 KiB.
 /// Defence: the frame is refused at its prefix (over the 1 MiB + 64 KiB frame cap) and its
-/// stream dropped; the block over the cap is `BlockTooLarge` at decode (`replicator/BadBlock`);
+/// stream dropped (`replicator/FrameTooLarge`); the block over the cap is `BlockTooLarge` at decode (`replicator/BadBlock`);
 /// gossipsub refuses messages over its 128 KiB transmit cap before Hypha sees them (no
 /// violation is counted for them: they never reach validation).
 #[test]
@@ -741,6 +779,14 @@ fn attack_03_oversized_blocks_and_messages_are_rejected_at_framing() {
     let huge = push_frame(1, &head, vec![vec![0xa4; 2 << 20]]);
     let _ = evil.write(&mut s, &frame(&huge));
     evil.await_dropped(&mut s, "a 2 MiB frame");
+    poll(DEADLINE, "the 2 MiB frame to be counted", || {
+        let n = a.victim.violations_of("replicator/FrameTooLarge");
+        if n >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", a.victim.violations()))
+        }
+    });
     a.honest_round();
 
     let over = vec![0xa4; hypha_crdt::block::MAX_BLOCK_BYTES + 1];
@@ -908,11 +954,11 @@ fn attack_11_pubsub_spam_and_duplicates_are_suppressed() {
 // ---- 12. slow readers and idle streams ------------------------------------------------------
 
 /// Attack 12: many idle streams, a stalled frame, and a slow reader. One adversary opens 20
-/// streams on each protocol and sends nothing on them; it stalls a stream in the middle of a
+/// streams on each protocol and sends nothing on them; a second stalls a stream in the middle of a
 /// frame; and it asks for the history of a large document 100 times over the backfill protocol
-/// while never reading the responses. Defence: at most 8 inbound streams per protocol and
-/// connection (the rest are dropped at once), a stream silent mid-frame is dropped after the
-/// 30 s idle timeout, and what is queued for a peer that does not read is bounded per
+/// and never reads the responses. Defence: at most 8 inbound streams per protocol and
+/// connection (the rest are dropped at once, each a `TooManyStreams` violation, so the idler
+/// is banned), a stream silent mid-frame is dropped after the 30 s idle timeout (`Stalled`), and what is queued for a peer that does not read is bounded per
 /// connection and protocol (16 MiB) — so the victim's memory stays within 2× while H keeps
 /// replicating, and when the slow reader finally reads, it gets what was queued, not the
 /// ~100 MiB it asked for. (Before the byte cap the victim held all of it: 48 → 149 MB.)
@@ -954,12 +1000,20 @@ fn attack_12_slow_readers_and_idle_streams_are_bounded() {
     let idler = a.evil();
     // Idle streams: 20 per protocol; the victim keeps 8 of each.
     let protocols = [REPLICATOR_PROTOCOL, BACKFILL_PROTOCOL, HEAD_SYNC_PROTOCOL];
+    // Streams past the cap are violations: the idler is banned on the way, and cannot open
+    // the rest.
     let mut idle = Vec::new();
     for p in protocols {
         for _ in 0..20 {
-            idle.push((p, idler.open(p)));
+            if let Ok(s) = idler.try_open(p) {
+                idle.push((p, s));
+            }
         }
     }
+    let opened: Vec<usize> = protocols
+        .iter()
+        .map(|p| idle.iter().filter(|(q, _)| q == p).count())
+        .collect();
     // The kept streams never end, so wait only until the expected number has.
     let dropped = a.rt.block_on(async {
         let mut reads: futures::stream::FuturesUnordered<_> = idle
@@ -974,7 +1028,8 @@ fn attack_12_slow_readers_and_idle_streams_are_bounded() {
         let enough = |d: &Vec<(&str, bool)>| {
             protocols
                 .iter()
-                .all(|p| d.iter().filter(|(q, x)| q == p && *x).count() >= 12)
+                .zip(&opened)
+                .all(|(p, n)| d.iter().filter(|(q, x)| q == p && *x).count() + 8 >= *n)
         };
         let _ = tokio::time::timeout(DEADLINE, async {
             while let Some(r) = reads.next().await {
@@ -987,10 +1042,27 @@ fn attack_12_slow_readers_and_idle_streams_are_bounded() {
         .await;
         dropped
     });
-    for p in protocols {
-        let n = dropped.iter().filter(|(q, d)| *q == p && *d).count();
-        assert!(n >= 12, "{p}: only {n} of 20 idle streams dropped");
+    for (p, opened) in protocols.iter().zip(&opened) {
+        let n = dropped.iter().filter(|(q, d)| q == p && *d).count();
+        assert!(
+            n + 8 >= *opened,
+            "{p}: only {n} of {opened} idle streams dropped"
+        );
     }
+    eprintln!(
+        "attack 12: idle streams opened {opened:?}, dropped {}",
+        dropped.len()
+    );
+    // Each stream past the cap is a violation: the fifth bans the idler.
+    poll(DEADLINE, "the idler to be banned", || {
+        let n = a.victim.violations_of_reason("TooManyStreams");
+        let banned = a.victim.metric_or_zero("hypha_peers_banned_total");
+        if n >= 5.0 && banned >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("banned {banned}, {:?}", a.victim.violations()))
+        }
+    });
     a.honest_round();
 
     // The first adversary keeps its idle streams; a second one stalls and reads slowly.
@@ -1036,6 +1108,14 @@ fn attack_12_slow_readers_and_idle_streams_are_bounded() {
         a.honest_round();
     }
     evil.await_dropped(&mut stalled, "a stream stalled mid-frame");
+    poll(DEADLINE, "the stalled stream to be counted", || {
+        let n = a.victim.violations_of("replicator/Stalled");
+        if n >= 1.0 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", a.victim.violations()))
+        }
+    });
     a.finish("attack 12");
     // What the victim kept for the slow reader: reading it all now (until the victim has sent
     // nothing for 2 s), it is what was queued when the reader stopped, not the 100 responses.

@@ -542,6 +542,33 @@ pub enum Violation {
     /// A verified block the merge refuses (`PriorityMismatch`, …).
     #[error("block refused by the merge: {0}")]
     Rejected(Rejection),
+    /// A stream of `protocol` that broke the framing, as the driver that reads the frames saw
+    /// it (the cores only ever see whole frames).
+    #[error("{name} framing: {1}", name = .0.name())]
+    Framing(Protocol, Framing),
+}
+
+/// How a peer broke the framing of a stream it opened. The driver reports these (in a libp2p
+/// `Swarm`, `swarm::Hypha` does); the stream is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Framing {
+    /// A length prefix over the frame cap, refused before any of the body was read.
+    #[error("a frame of {len} bytes, over the limit of {max}")]
+    FrameTooLarge {
+        /// The length announced.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The stream was silent in the middle of a frame past the idle timeout.
+    #[error("a stream stayed silent in the middle of a frame")]
+    Stalled,
+    /// More inbound streams on the protocol and connection than allowed.
+    #[error("too many streams")]
+    TooManyStreams,
+    /// The stream ended in the middle of a frame.
+    #[error("a stream ended in the middle of a frame")]
+    Truncated,
 }
 
 /// What gossipsub should do with a received message.

@@ -39,7 +39,8 @@ pub fn cost(violation: &Violation) -> f64 {
         | Violation::HeadSync(_)
         | Violation::Pubsub(_)
         | Violation::Replicator(_)
-        | Violation::Rejected(_) => 1.0,
+        | Violation::Rejected(_)
+        | Violation::Framing(..) => 1.0,
     }
 }
 

@@ -915,6 +915,15 @@ impl Node {
             .collect()
     }
 
+    /// The sum of the violations of `reason`, whatever the protocol.
+    pub(crate) fn violations_of_reason(&self, reason: &str) -> f64 {
+        self.violations()
+            .iter()
+            .filter(|(k, _)| k.split('/').nth(1) == Some(reason))
+            .map(|(_, v)| v)
+            .sum()
+    }
+
     /// The sum of the violations whose `protocol/reason` starts with `prefix`.
     pub(crate) fn violations_of(&self, prefix: &str) -> f64 {
         self.violations()

@@ -87,8 +87,9 @@ pub enum HyphaEvent {
         /// Why.
         error: PublishError,
     },
-    /// A stream with `peer` failed. Inbound, the peer broke the framing or a bound: what that
-    /// costs the peer is the application's call.
+    /// A stream with `peer` failed. Inbound, the peer broke the framing or a bound: that is
+    /// also a [`node::Violation::Framing`], reported (as [`node::Event::PeerMisbehaved`]) and
+    /// charged to the peer's standing just before this event.
     StreamFailed {
         /// The peer.
         peer: PeerId,
@@ -486,6 +487,16 @@ impl Hypha {
                 error,
             }) => {
                 if let Some(&protocol) = Protocol::ALL.get(protocol) {
+                    // A stream the peer opened and broke the framing of is a violation like
+                    // any other: counted, charged to the peer's standing.
+                    if let Some(framing) = framing_violation(error) {
+                        let violation = node::Violation::Framing(protocol, framing);
+                        self.penalize(peer, &violation);
+                        self.emit(HyphaEvent::Node(node::Event::PeerMisbehaved {
+                            peer,
+                            violation,
+                        }));
+                    }
                     let failed = HyphaEvent::StreamFailed {
                         peer,
                         protocol,
@@ -715,6 +726,18 @@ impl NetworkBehaviour for Hypha {
 struct Inner {
     frames: Frames,
     gossipsub: gossip::Gossipsub,
+}
+
+/// The violation a failed stream is, if the peer broke the framing of a stream it opened:
+/// an I/O error, a protocol the peer lacks or a slow negotiation is no one's fault.
+fn framing_violation(error: StreamError) -> Option<node::Framing> {
+    match error {
+        StreamError::FrameTooLarge { len, max } => Some(node::Framing::FrameTooLarge { len, max }),
+        StreamError::IdleTimeout => Some(node::Framing::Stalled),
+        StreamError::TooManyStreams => Some(node::Framing::TooManyStreams),
+        StreamError::Truncated => Some(node::Framing::Truncated),
+        StreamError::Io(_) | StreamError::NegotiationTimeout | StreamError::Unsupported => None,
+    }
 }
 
 /// The relay of a circuit address: the peer named just before `/p2p-circuit`. `None` for a

@@ -100,7 +100,7 @@
 //! | persist results awaiting `poll` | no bound of its own | at most the persists in flight, which the coordinator bounds (`max_persists`) |
 //! | gossipsub heartbeat (`heartbeat_interval`) | gossipsub's 1 s, first after 6 s | tests shorten it |
 //! | topics a peer may be known to follow (`max_topics_per_peer`) | [`DEFAULT_MAX_TOPICS_PER_PEER`] | a peer announcing more has its subscription request refused whole; topics of other networks are never tracked ([`NamespaceTopics`]) |
-//! | peer standing (`standing`) | 1 point per violation, halving every 10 min; 5 points ban for 15 min | a banned peer's connections are closed and new ones refused ([`BannedPeer`]), [`HyphaEvent::Banned`] is reported; its points, negated, are its gossipsub application score (weight 10) |
+//! | peer standing (`standing`) | 1 point per violation (a stream that breaks the framing is one: a prefix over the cap, a frame cut off or stalled, too many streams), halving every 10 min; 5 points ban for 15 min | a banned peer's connections are closed and new ones refused ([`BannedPeer`]), [`HyphaEvent::Banned`] is reported; its points, negated, are its gossipsub application score (weight 10) |
 //! | events queued for the Swarm | — | each poll hands one out before it takes new input |
 //!
 //! The coordinator's and the cores' bounds are in [`node`](crate::node); those of the streams
@@ -152,7 +152,8 @@
 //!
 //! - A stream that fails ([`Event::StreamFailed`]) is dropped. An inbound failure
 //!   ([`StreamError::FrameTooLarge`], [`StreamError::Truncated`], ...) means the peer broke the
-//!   framing or a bound, and the driver decides what that costs the peer. An outbound failure
+//!   framing or a bound, and the driver decides what that costs the peer ([`Hypha`] makes it
+//!   a [`Violation::Framing`](crate::node::Violation::Framing)). An outbound failure
 //!   also drops the frames queued behind it ([`Event::Dropped`]); the next frame sent opens a
 //!   new stream.
 //! - Frames still queued on a connection that closes are reported by [`Event::Dropped`], so the
