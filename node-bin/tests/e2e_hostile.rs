@@ -414,7 +414,10 @@ impl Evil {
                             let g = &mut swarm.behaviour_mut().gossipsub;
                             let n = messages
                                 .into_iter()
-                                .filter(|m| g.publish(IdentTopic::new(topic.as_str()), m.clone()).is_ok())
+                                .filter(|m| {
+                                    let topic = IdentTopic::new(topic.as_str());
+                                    g.publish(topic, m.clone()).is_ok()
+                                })
                                 .count();
                             let _ = reply.send(n);
                         }
@@ -764,9 +767,9 @@ fn attack_02_a_block_not_hashing_to_its_cid_is_never_stored() {
 /// Attack 3: a replicator frame of 2 MiB (a push carrying a 2 MiB block), a push of a block one
 /// byte over the 1 MiB block cap inside a frame that fits, and 20 pubsub messages of 512 KiB.
 /// Defence: the frame is refused at its prefix (over the 1 MiB + 64 KiB frame cap) and its
-/// stream dropped (`replicator/FrameTooLarge`); the block over the cap is `BlockTooLarge` at decode (`replicator/BadBlock`);
-/// gossipsub refuses messages over its 128 KiB transmit cap before Hypha sees them (no
-/// violation is counted for them: they never reach validation).
+/// stream dropped (`replicator/FrameTooLarge`); the block over the cap is `BlockTooLarge` at
+/// decode (`replicator/BadBlock`); gossipsub refuses messages over its 128 KiB transmit cap
+/// before Hypha sees them (no violation is counted for them: they never reach validation).
 #[test]
 fn attack_03_oversized_blocks_and_messages_are_rejected_at_framing() {
     let mut a = Arena::new("a3");
@@ -953,12 +956,13 @@ fn attack_11_pubsub_spam_and_duplicates_are_suppressed() {
 
 // ---- 12. slow readers and idle streams ------------------------------------------------------
 
-/// Attack 12: many idle streams, a stalled frame, and a slow reader. One adversary opens 20
-/// streams on each protocol and sends nothing on them; a second stalls a stream in the middle of a
-/// frame; and it asks for the history of a large document 100 times over the backfill protocol
-/// and never reads the responses. Defence: at most 8 inbound streams per protocol and
-/// connection (the rest are dropped at once, each a `TooManyStreams` violation, so the idler
-/// is banned), a stream silent mid-frame is dropped after the 30 s idle timeout (`Stalled`), and what is queued for a peer that does not read is bounded per
+/// Attack 12: many idle streams, a stalled frame, and a slow reader. One adversary opens up to
+/// 20 streams on each protocol, sending nothing on them, until the victim bans it; a second
+/// stalls a stream in the middle of a frame, and asks for the history of a large document 100
+/// times over the backfill protocol but never reads the responses. Defence: at most 8 inbound
+/// streams per protocol and connection (the rest are dropped at once, each a `TooManyStreams`
+/// violation, so the idler is banned); a stream silent mid-frame is dropped after the 30 s idle
+/// timeout (`Stalled`); and what is queued for a peer that does not read is bounded per
 /// connection and protocol (16 MiB) — so the victim's memory stays within 2× while H keeps
 /// replicating, and when the slow reader finally reads, it gets what was queued, not the
 /// ~100 MiB it asked for. (Before the byte cap the victim held all of it: 48 → 149 MB.)
