@@ -483,8 +483,9 @@ impl<P: Copy + Ord + fmt::Debug> Backfill<P> {
         if self.transmits.len() >= self.config.max_queued_frames {
             return self.respond(peer, id, Vec::new(), pb::Status::BUSY);
         }
-        let max_blocks = request.max_blocks.min(self.config.max_blocks).max(1);
-        let max_bytes = request.max_bytes.min(self.config.max_bytes).max(1);
+        // The requester's budget, within this node's; 0 sets none, so this node's applies.
+        let max_blocks = budget(request.max_blocks, self.config.max_blocks);
+        let max_bytes = budget(request.max_bytes, self.config.max_bytes);
         let (blocks, status) = match difference(source, doc, &wanted, &have, self.config.max_walk) {
             Walk::Done {
                 newest_first,
@@ -565,6 +566,17 @@ impl<P: Copy + Ord + fmt::Debug> Backfill<P> {
         let frame =
             encode_frame(&frame, self.config.max_frame_bytes).expect("packed below the cap");
         self.transmits.push_back(Transmit { peer, frame });
+    }
+}
+
+/// What a response may carry: what the requester `asked` for (0: no bound of its own) within
+/// this node's `own` bound, and at least one.
+fn budget<T: Ord + Copy + From<u8>>(asked: T, own: T) -> T {
+    let own = own.max(T::from(1));
+    if asked == T::from(0) {
+        own
+    } else {
+        asked.min(own)
     }
 }
 

@@ -254,6 +254,44 @@ fn respond(requester: &mut Backfill<u8>, response: pb::Response, now: Instant) -
     std::iter::from_fn(|| requester.poll_event()).collect()
 }
 
+/// A request with a zero budget sets no bound of the requester's own (the field's protobuf
+/// default): the responder serves within its own bounds, not one block or none.
+#[test]
+fn a_zero_budget_in_a_request_means_the_responders_bounds() {
+    let (source, doc, blocks) = chain(5);
+    let now = epoch();
+    for (max_blocks, own, expected) in [(0, 100_000, 5), (0, 2, 2), (3, 100_000, 3)] {
+        let mut responder = Backfill::new(Config::default().with_max_blocks(own));
+        let request = pb::Request {
+            id: 7,
+            doc_id: doc.to_bytes().to_vec(),
+            wanted: vec![blocks.last().unwrap().cid().to_bytes()],
+            have: Vec::new(),
+            max_blocks,
+            max_bytes: 0,
+        };
+        let frame = pb::Frame {
+            kind: pb::mod_Frame::OneOfkind::request(request),
+        };
+        let bytes = encode_frame(&frame, DEFAULT_MAX_FRAME_BYTES).unwrap();
+        responder.handle_frame(REQUESTER, &bytes[4..], source.dag(), now);
+        let sent = responder.poll_transmit().expect("a response");
+        let mut reader = FrameReader::new(DEFAULT_MAX_FRAME_BYTES);
+        let frames = reader.push(&sent.frame).unwrap();
+        let frame: pb::Frame = crate::wire::decode_message(&frames[0]).unwrap();
+        let pb::mod_Frame::OneOfkind::response(response) = frame.kind else {
+            panic!("not a response: {frame:?}");
+        };
+        assert_eq!(response.blocks.len(), expected, "asked {max_blocks}, own {own}");
+        let status = if expected == 5 {
+            pb::Status::COMPLETE
+        } else {
+            pb::Status::TRUNCATED
+        };
+        assert_eq!(response.status, status);
+    }
+}
+
 #[test]
 fn lying_responders_are_caught() {
     let (_, doc, blocks) = chain(3);
