@@ -282,7 +282,11 @@ fn a_zero_budget_in_a_request_means_the_responders_bounds() {
         let pb::mod_Frame::OneOfkind::response(response) = frame.kind else {
             panic!("not a response: {frame:?}");
         };
-        assert_eq!(response.blocks.len(), expected, "asked {max_blocks}, own {own}");
+        assert_eq!(
+            response.blocks.len(),
+            expected,
+            "asked {max_blocks}, own {own}"
+        );
         let status = if expected == 5 {
             pb::Status::COMPLETE
         } else {
