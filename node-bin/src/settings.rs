@@ -559,6 +559,7 @@ mod tests {
         // long; fetches of their parents per sender.
         assert_eq!(n.orphans(), (64, 1024, Duration::from_secs(600)));
         assert_eq!(n.max_orphan_fetches_per_peer(), 16);
+        assert_eq!(n.fetch_queue(), (16, 1024, 16_384));
         let b = n.backfill();
         assert_eq!(b.max_blocks(), 100_000);
         assert_eq!(b.max_bytes(), 8 << 20);

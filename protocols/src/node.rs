@@ -101,6 +101,8 @@
 //! | blocks a peer may have waiting for parents (`max_orphans_per_peer`) | 64 | an unknown-parent flood: past it a block whose parents are not here is dropped (anti-entropy brings a legitimate one back, parents first) |
 //! | blocks waiting for parents over all peers (`max_orphans`) | 1,024 | the same, whatever the number of peers (the store's own cap, 100,000, is the last line) |
 //! | fetches of orphans' parents in flight per sender (`max_orphan_fetches_per_peer`) | 16 | a flood of orphans cannot take all of backfill's places (64); past it the orphan waits for anti-entropy |
+//! | fetches in flight per peer for what this node follows (`max_fetches_per_peer`) | 16 | a peer that claims heads and never serves them holds at most this many of backfill's 64 places until they time out; past it (or with every place taken) the fetch waits in a queue |
+//! | fetches waiting for a place (`max_waiting_fetches`, `max_waiting_heads`) | 1,024 fetches, 16,384 heads | they go out, oldest first, as places free (a catch-up of many documents from one peer streams instead of stopping at 64 until the next anti-entropy round); past it a fetch is dropped, and the next head exchange finds the document again |
 //! | time an orphan may wait for its parents (`orphan_ttl`) | 10 min | then it is evicted from the store's pending set (`Mutation::DropPending`) and its budget freed |
 //! | work per replayed block | one `contains` read | a block held already, on pubsub or in a push, is never persisted again |
 //!
@@ -215,6 +217,9 @@ pub struct Config<P> {
     max_orphans_per_peer: usize,
     max_orphans: usize,
     max_orphan_fetches_per_peer: usize,
+    max_fetches_per_peer: usize,
+    max_waiting_fetches: usize,
+    max_waiting_heads: usize,
     orphan_ttl: Duration,
     outbox_batch: usize,
     anti_entropy: Duration,
@@ -241,6 +246,9 @@ impl<P: Ord> Config<P> {
             max_orphans_per_peer: 64,
             max_orphans: 1024,
             max_orphan_fetches_per_peer: 16,
+            max_fetches_per_peer: 16,
+            max_waiting_fetches: 1024,
+            max_waiting_heads: 16_384,
             orphan_ttl: Duration::from_secs(600),
             outbox_batch: 64,
             anti_entropy: Duration::from_secs(60),
@@ -292,6 +300,16 @@ impl<P: Ord> Config<P> {
         self.max_orphans_per_peer = per_peer;
         self.max_orphans = total;
         self.orphan_ttl = ttl;
+        self
+    }
+
+    /// How many fetches for what this node follows may be in flight to one peer (default 16),
+    /// and how many more may wait for a place (default 1,024 fetches naming 16,384 heads in
+    /// all).
+    pub fn with_fetch_queue(mut self, per_peer: usize, waiting: usize, heads: usize) -> Config<P> {
+        self.max_fetches_per_peer = per_peer.max(1);
+        self.max_waiting_fetches = waiting;
+        self.max_waiting_heads = heads;
         self
     }
 
@@ -385,6 +403,16 @@ impl<P: Ord> Config<P> {
     /// Fetches of orphans' parents in flight per sender.
     pub fn max_orphan_fetches_per_peer(&self) -> usize {
         self.max_orphan_fetches_per_peer
+    }
+
+    /// Fetches for what this node follows in flight per peer, and the fetches (and the heads
+    /// they name) that may wait for a place.
+    pub fn fetch_queue(&self) -> (usize, usize, usize) {
+        (
+            self.max_fetches_per_peer,
+            self.max_waiting_fetches,
+            self.max_waiting_heads,
+        )
     }
 
     /// The head-exchange core's configuration.
@@ -633,6 +661,8 @@ pub struct Gauges {
     pub persists: usize,
     /// Backfill fetches the coordinator tracks.
     pub fetches: usize,
+    /// Fetches waiting for a place in flight.
+    pub waiting_fetches: usize,
     /// Received pushes not yet answered.
     pub inbound: usize,
     /// Backfill requests in flight in the core.
@@ -648,6 +678,7 @@ impl Gauges {
     pub fn total(&self) -> usize {
         self.persists
             + self.fetches
+            + self.waiting_fetches
             + self.inbound
             + self.backfill_in_flight
             + self.head_sync_in_flight
@@ -698,6 +729,17 @@ enum FetchFor<P> {
     Push(P, InboundId),
 }
 
+/// A fetch for what this node follows, waiting for a place in flight.
+struct Waiting<P> {
+    doc: DocId,
+    wanted: Vec<Cid>,
+    peer: P,
+    others: Vec<P>,
+    /// The depth of the fetch it continues (a truncated answer's next request), so a
+    /// continuation that waited still counts against `max_fetch_depth`.
+    depth: u64,
+}
+
 struct Fetch<P> {
     doc: DocId,
     wanted: Vec<Cid>,
@@ -745,6 +787,9 @@ pub struct Node<P> {
     orphans_by_peer: BTreeMap<P, usize>,
     inbound: BTreeMap<(P, InboundId), InboundPush>,
     fetches: BTreeMap<RequestId, Fetch<P>>,
+    /// Fetches waiting for a place, oldest first, and the heads they name in all.
+    waiting: VecDeque<Waiting<P>>,
+    waiting_heads: usize,
     next_token: u64,
     commands: VecDeque<Command<P>>,
     events: VecDeque<Event<P>>,
@@ -781,6 +826,8 @@ impl<P: Peer> Node<P> {
             orphans_by_peer: BTreeMap::new(),
             inbound: BTreeMap::new(),
             fetches: BTreeMap::new(),
+            waiting: VecDeque::new(),
+            waiting_heads: 0,
             next_token: 0,
             commands: VecDeque::new(),
             events: VecDeque::new(),
@@ -1207,6 +1254,7 @@ impl<P: Peer> Node<P> {
         Gauges {
             persists: self.persists.len(),
             fetches: self.fetches.len(),
+            waiting_fetches: self.waiting.len(),
             inbound: self.inbound.len(),
             backfill_in_flight: self.backfill.in_flight(),
             head_sync_in_flight: self.head_sync.in_flight(),
@@ -1354,6 +1402,9 @@ impl<P: Peer> Node<P> {
                     .filter(|f| f.peer == from && f.purpose == FetchFor::Follow)
                     .count()
                     >= self.config.max_orphan_fetches_per_peer;
+                // An orphan's parents are fetched at once or not at all: queued, a flood of
+                // orphans would take the queue from the documents this node follows.
+                let busy = busy || !self.has_place(from);
                 if let Some(missing) = pending_missing.filter(|_| !busy) {
                     let others = self.other_peers(from);
                     self.fetch(doc, missing, from, others, FetchFor::Follow, store, now);
@@ -1516,13 +1567,29 @@ impl<P: Peer> Node<P> {
         store: &Store,
         now: Instant,
     ) -> Option<RequestId> {
-        if purpose == FetchFor::Follow
-            && self
+        if purpose == FetchFor::Follow {
+            let asked = self
                 .fetches
                 .values()
-                .any(|f| f.doc == doc && f.purpose == FetchFor::Follow && f.wanted == wanted)
-        {
-            return None;
+                .any(|f| f.doc == doc && f.purpose == FetchFor::Follow && f.wanted == wanted);
+            if asked
+                || self
+                    .waiting
+                    .iter()
+                    .any(|w| w.doc == doc && w.wanted == wanted)
+            {
+                return None;
+            }
+            if !self.has_place(peer) {
+                self.wait_for_place(Waiting {
+                    doc,
+                    wanted,
+                    peer,
+                    others,
+                    depth: 0,
+                });
+                return None;
+            }
         }
         let have = self
             .read(store.state(&doc))
@@ -1547,6 +1614,80 @@ impl<P: Peer> Node<P> {
         Some(request)
     }
 
+    /// Whether a fetch for what this node follows may go to `peer` now.
+    fn has_place(&self, peer: P) -> bool {
+        self.backfill.in_flight() < self.config.backfill.max_in_flight()
+            && self
+                .fetches
+                .values()
+                .filter(|f| f.peer == peer && f.purpose == FetchFor::Follow)
+                .count()
+                < self.config.max_fetches_per_peer
+    }
+
+    /// Queues a fetch until a place frees; dropped when the queue is full (the next head
+    /// exchange finds the document again).
+    fn wait_for_place(&mut self, waiting: Waiting<P>) {
+        let heads = self.waiting_heads + waiting.wanted.len();
+        if self.waiting.len() < self.config.max_waiting_fetches
+            && heads <= self.config.max_waiting_heads
+        {
+            self.waiting_heads = heads;
+            self.waiting.push_back(waiting);
+        }
+    }
+
+    /// Sends the waiting fetches that have a place now, oldest first; each is looked at once.
+    /// A fetch whose peer is gone goes to the next of its other peers still connected, or is
+    /// dropped.
+    fn send_waiting(&mut self, store: &Store, now: Instant) {
+        for _ in 0..self.waiting.len() {
+            if self.backfill.in_flight() >= self.config.backfill.max_in_flight() {
+                return;
+            }
+            let Some(mut w) = self.waiting.pop_front() else {
+                return;
+            };
+            self.waiting_heads -= w.wanted.len();
+            if !self.connectivity.is_connected(&w.peer) {
+                w.others.retain(|p| self.connectivity.is_connected(p));
+                if w.others.is_empty() {
+                    continue;
+                }
+                w.peer = w.others.remove(0);
+            }
+            // Either sent, or (its peer still busy) queued again at the back.
+            let depth = w.depth;
+            let sent = self.fetch(
+                w.doc,
+                w.wanted,
+                w.peer,
+                w.others,
+                FetchFor::Follow,
+                store,
+                now,
+            );
+            self.set_depth(sent, depth);
+        }
+    }
+
+    /// Carries a fetch's depth over to the request that continues it, whether that went out
+    /// (`sent`) or waits at the back of the queue.
+    fn set_depth(&mut self, sent: Option<RequestId>, depth: u64) {
+        match sent {
+            Some(request) => {
+                if let Some(f) = self.fetches.get_mut(&request) {
+                    f.depth = depth;
+                }
+            }
+            None => {
+                if let Some(w) = self.waiting.back_mut() {
+                    w.depth = w.depth.max(depth);
+                }
+            }
+        }
+    }
+
     fn finish_fetch(&mut self, request: RequestId, store: &Store, now: Instant) {
         let Some(fetch) = self.fetches.get(&request) else {
             return;
@@ -1566,6 +1707,7 @@ impl<P: Peer> Node<P> {
                 Violation::Backfill(backfill::Violation::DepthExceeded),
             );
         } else if truncated {
+            let waiting = self.waiting.len();
             next = self.fetch(
                 fetch.doc,
                 fetch.wanted.clone(),
@@ -1575,8 +1717,8 @@ impl<P: Peer> Node<P> {
                 store,
                 now,
             );
-            if let Some(f) = next.and_then(|r| self.fetches.get_mut(&r)) {
-                f.depth = fetch.depth;
+            if next.is_some() || self.waiting.len() > waiting {
+                self.set_depth(next, fetch.depth);
             }
         }
         match fetch.purpose {
@@ -1588,6 +1730,8 @@ impl<P: Peer> Node<P> {
                 self.finish_push(peer, id, store, now);
             }
         }
+        // A place freed.
+        self.send_waiting(store, now);
     }
 
     fn on_fetch_failed(&mut self, request: RequestId, store: &Store, now: Instant) {
@@ -1751,6 +1895,8 @@ impl<P: Peer> Node<P> {
             let documents = self.follows.hot().iter().map(|(d, c)| (*d, *c)).collect();
             self.persist(Mutation::SetHotDocuments { documents }, Purpose::Quiet);
         }
+        // Nothing should be left waiting with a place free; if it is, this sends it.
+        self.send_waiting(store, now);
         for peer in self.connected_peers() {
             if !self.head_sync.has_session_with(&peer) {
                 self.sync_with(peer, store, now);
@@ -1854,7 +2000,10 @@ impl<P: Peer> Node<P> {
                 }
                 self.finish_fetch(request, store, now);
             }
-            backfill::Event::Failed { request, .. } => self.on_fetch_failed(request, store, now),
+            backfill::Event::Failed { request, .. } => {
+                self.on_fetch_failed(request, store, now);
+                self.send_waiting(store, now);
+            }
             backfill::Event::PeerMisbehaved { peer, violation } => {
                 self.misbehaved(peer, Violation::Backfill(violation));
             }

@@ -231,6 +231,41 @@ fn nodes_that_diverged_apart_converge_by_head_exchange_alone() {
     assert_eq!(root(0), root(1), "equal roots once converged");
 }
 
+/// A follower that finds 300 documents changed on one peer fetches them all from that peer's
+/// first head exchange: at most `max_fetches_per_peer` (16) in flight to it at any time, the
+/// rest waiting for a place rather than for the next anti-entropy round (a minute away).
+#[test]
+fn a_catch_up_of_many_documents_streams_through_the_per_peer_fetch_limit() {
+    let mut o = Options::seeded(46).nodes(2);
+    o.passive = false;
+    let mut n = Network::new(o);
+    n.schema_all(U);
+    n.follow_collections(1, &["Users"]).unwrap();
+    for i in 0..300 {
+        let doc = n
+            .create(0, "Users", json!({"Name": format!("u{i}"), "Age": i}))
+            .unwrap();
+        // Two blocks: the head is not the genesis, so the follower must fetch history.
+        n.update(0, doc, json!({"Age": i + 1})).unwrap();
+    }
+    n.connect(0, 1);
+    let (mut peak, mut waited) = (0, 0);
+    let start = n.now();
+    while n.now() < start + Duration::from_secs(20) {
+        if !n.step() {
+            break;
+        }
+        let g = n.node(1).unwrap().gauges();
+        peak = peak.max(g.backfill_in_flight);
+        waited = waited.max(g.waiting_fetches);
+    }
+    assert!(peak <= 16, "{peak} fetches in flight to one peer");
+    assert!(waited > 0, "some fetches waited for a place");
+    assert_eq!(n.documents(1, "Users", false).len(), 300, "all within 20 s");
+    assert_eq!(n.node(1).unwrap().gauges().waiting_fetches, 0);
+    assert_eq!(n.node(1).unwrap().stats().anti_entropy_rounds, 0);
+}
+
 /// The coordinator driven by hand, with no harness: hostile input straight into it.
 struct Solo {
     node: Node<u8>,
