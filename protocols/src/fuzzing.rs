@@ -363,9 +363,19 @@ pub fn backfill_core(data: &[u8]) {
                     let frame = backfill_pb::Frame {
                         kind: backfill_pb::mod_Frame::OneOfkind::request(request),
                     };
+                    // What the request asked for (0: no bound of the requester's own) within
+                    // the responder's bounds.
                     served_cap = Some((
-                        max_blocks.clamp(1, BF_MAX_BLOCKS),
-                        max_bytes.clamp(1, BF_MAX_BYTES),
+                        if max_blocks == 0 {
+                            BF_MAX_BLOCKS
+                        } else {
+                            max_blocks.min(BF_MAX_BLOCKS)
+                        },
+                        if max_bytes == 0 {
+                            BF_MAX_BYTES
+                        } else {
+                            max_bytes.min(BF_MAX_BYTES)
+                        },
                     ));
                     core.handle_frame(u16::from(peer % 4), &body(&frame), source, now);
                 }
