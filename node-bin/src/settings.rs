@@ -580,11 +580,13 @@ mod tests {
         assert_eq!(r.max_sources(), 4096);
         assert_eq!(r.max_frame_bytes(), DEFAULT_MAX_FRAME_BYTES);
 
-        // The outbox cap and the merge's pending cap live in the store's configuration, which
-        // shows them only through Debug.
-        let store = format!("{:?}", s.store_config(Author::unsigned([0; 32])));
-        assert!(store.contains("max_outbox_per_peer: 10000"), "{store}");
-        assert!(store.contains("100000"), "the pending cap: {store}");
+        // The outbox cap, the merge's pending cap, and the store's write queue.
+        let store = s.store_config(Author::unsigned([0; 32]));
+        assert_eq!(store.max_outbox_per_peer(), 10_000);
+        assert_eq!(store.limits().max_pending, 100_000);
+        assert_eq!(store.limits().max_walk, 10_000);
+        assert_eq!(store.max_batch(), 1024);
+        assert_eq!(store.queue_capacity(), 4096);
     }
 
     #[test]

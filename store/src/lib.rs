@@ -255,6 +255,26 @@ impl Config {
         self.queue_capacity = capacity.max(1);
         self
     }
+
+    /// The merge's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// How many documents a peer's outbox holds before it collapses into the catch-up marker.
+    pub fn max_outbox_per_peer(&self) -> u64 {
+        self.max_outbox_per_peer
+    }
+
+    /// The most mutations in one transaction.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// How many mutations may wait in the queue.
+    pub fn queue_capacity(&self) -> usize {
+        self.queue_capacity
+    }
 }
 
 /// The store: reads from any thread, writes through the group-committing queue.
