@@ -59,6 +59,22 @@ fn replicate_books(store: &Store) {
         .unwrap();
 }
 
+/// Ingests `block`, which must apply; the CIDs it applied (with what waited for it).
+fn ingest_applied(store: &Store, block: &hypha_crdt::VerifiedBlock) -> Vec<hypha_crdt::Cid> {
+    let r = store
+        .commit(Mutation::Ingest {
+            block: block.clone(),
+        })
+        .unwrap();
+    let Committed::Ingested {
+        outcome: hypha_crdt::Outcome::Applied { applied, .. },
+    } = r.committed
+    else {
+        panic!("{} did not apply: {:?}", block.cid(), r.committed)
+    };
+    applied
+}
+
 fn books(store: &Store) -> hypha_crdt::CollectionId {
     store.collection("Books").unwrap().unwrap().id()
 }
@@ -225,17 +241,7 @@ fn drop_pending_evicts_orphans_and_what_waits_for_their_parents() {
         assert_eq!(store.stats().unwrap().pending, 0);
         assert!(!store.contains(&u1.cid()).unwrap());
         // The parent arriving later applies alone: nothing waits for it any more.
-        let r = store
-            .commit(Mutation::Ingest {
-                block: genesis.clone(),
-            })
-            .unwrap();
-        let Committed::Ingested {
-            outcome: hypha_crdt::Outcome::Applied { applied, .. },
-        } = r.committed
-        else {
-            panic!()
-        };
+        let applied = ingest_applied(&store, &genesis);
         assert_eq!(applied, vec![genesis.cid()]);
         // An applied block is not pending: dropping it changes nothing.
         assert_eq!(
@@ -272,17 +278,7 @@ fn received_blocks_wait_as_pending_and_cascade_into_outboxes() {
         assert_eq!(store.stats().unwrap().pending, 2);
         assert!(store.outbox(&peer(1), 10).unwrap().documents.is_empty());
         assert!(store.verify_blocks().unwrap() == 2);
-        let r = store
-            .commit(Mutation::Ingest {
-                block: genesis.clone(),
-            })
-            .unwrap();
-        let Committed::Ingested {
-            outcome: hypha_crdt::Outcome::Applied { applied, .. },
-        } = r.committed
-        else {
-            panic!()
-        };
+        let applied = ingest_applied(&store, &genesis);
         assert_eq!(applied.len(), 3);
         let stats = store.stats().unwrap();
         assert_eq!((stats.pending, stats.blocks), (0, 3));
