@@ -1396,15 +1396,10 @@ impl<P: Peer> Node<P> {
         }
         match via {
             Via::Pubsub => {
-                let busy = self
-                    .fetches
-                    .values()
-                    .filter(|f| f.peer == from && f.purpose == FetchFor::Follow)
-                    .count()
-                    >= self.config.max_orphan_fetches_per_peer;
                 // An orphan's parents are fetched at once or not at all: queued, a flood of
                 // orphans would take the queue from the documents this node follows.
-                let busy = busy || !self.has_place(from);
+                let busy = self.follow_fetches_to(from) >= self.config.max_orphan_fetches_per_peer
+                    || !self.has_place(from);
                 if let Some(missing) = pending_missing.filter(|_| !busy) {
                     let others = self.other_peers(from);
                     self.fetch(doc, missing, from, others, FetchFor::Follow, store, now);
@@ -1614,15 +1609,18 @@ impl<P: Peer> Node<P> {
         Some(request)
     }
 
+    /// Fetches for what this node follows that `peer` holds (sent, or persisting what came).
+    fn follow_fetches_to(&self, peer: P) -> usize {
+        self.fetches
+            .values()
+            .filter(|f| f.peer == peer && f.purpose == FetchFor::Follow)
+            .count()
+    }
+
     /// Whether a fetch for what this node follows may go to `peer` now.
     fn has_place(&self, peer: P) -> bool {
         self.backfill.in_flight() < self.config.backfill.max_in_flight()
-            && self
-                .fetches
-                .values()
-                .filter(|f| f.peer == peer && f.purpose == FetchFor::Follow)
-                .count()
-                < self.config.max_fetches_per_peer
+            && self.follow_fetches_to(peer) < self.config.max_fetches_per_peer
     }
 
     /// Queues a fetch until a place frees; dropped when the queue is full (the next head
