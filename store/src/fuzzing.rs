@@ -415,7 +415,8 @@ fn run_plan(plan: &Plan) {
 
 #[cfg(test)]
 mod tests {
-    use super::{Op, Plan, SYNC, run_plan};
+    use super::*;
+    use crate::Stage;
 
     /// Every sync in turn fails once, during a run of ingests: acknowledged blocks survive.
     #[test]
@@ -431,6 +432,52 @@ mod tests {
             };
             run_plan(&plan);
         }
+    }
+
+    /// The durable commit after a visible one fails: the mutation's ticket reports the
+    /// failure, a barrier behind it fails too (it must not promise what is not on disk), and
+    /// a power loss then leaves a store without it that verifies and takes new commits.
+    #[test]
+    fn a_visible_mutation_whose_durable_commit_fails_is_not_acknowledged() {
+        let fault = Arc::new(Fault {
+            kinds: AtomicU64::new(SYNC),
+            ..Fault::default()
+        });
+        let disk = Arc::new(Mutex::new(Disk::default()));
+        let backend = Faulty {
+            disk: Arc::clone(&disk),
+            fault: Arc::clone(&fault),
+        };
+        let config = || Config::new(Author::unsigned([1; 32])).with_namespace(NAMESPACE);
+        let store = open_on(backend.clone(), "fuzz", config()).expect("opens");
+        store
+            .commit(Mutation::AddSchema { sdl: SDL.into() })
+            .expect("schema");
+        let block = foreign_blocks().remove(0);
+        fault.armed.store(true, Ordering::SeqCst);
+        let mut ticket = store.submit(Mutation::Ingest {
+            block: block.clone(),
+        });
+        let visible = ticket.wait_until(Stage::Visible);
+        assert!(visible.is_ok(), "visible: {visible:?}");
+        assert!(matches!(ticket.wait(), Err(CommitError::Storage(_))));
+        assert!(matches!(
+            store.commit(Mutation::Barrier),
+            Err(CommitError::Storage(_))
+        ));
+        drop(store);
+        fault.armed.store(false, Ordering::SeqCst);
+        {
+            let mut d = disk.lock().unwrap_or_else(|p| p.into_inner());
+            d.written = d.synced.clone();
+        }
+        let store = open_on(backend, "fuzz", config()).expect("reopens");
+        assert!(!store.contains(&block.cid()).expect("readable"));
+        store.verify_blocks().expect("verifies");
+        store.verify_sync_index().expect("the sync index verifies");
+        store
+            .commit(Mutation::Ingest { block })
+            .expect("commits again");
     }
 
     #[test]

@@ -117,6 +117,13 @@ pub enum Mutation {
         /// The pending blocks.
         cids: Vec<Cid>,
     },
+    /// Writes nothing; durable once everything committed before it is durable, answered
+    /// [`Committed::Meta`] with `changed: false`. What a caller that acted on a
+    /// [`Stage::Visible`](crate::Stage::Visible) read waits for before it promises
+    /// durability: a replicator target that finds a pushed block already held (received over
+    /// pubsub a moment ago, visible but perhaps not yet durable) submits one before it
+    /// acknowledges. It costs no transaction when nothing is visible and not durable.
+    Barrier,
 }
 
 /// The most pending blocks one [`Mutation::DropPending`] evicts.
@@ -258,6 +265,7 @@ pub(crate) fn run(
             Ok(Committed::Ingested { outcome })
         }
         Mutation::AddSchema { sdl } => add_schema(tx, cx, sdl),
+        Mutation::Barrier => Ok(Committed::Meta { changed: false }),
         Mutation::SetReplicator { peer, replicator } => set_replicator(tx, cx, peer, replicator),
         Mutation::DeleteReplicator { peer } => delete_replicator(tx, cx, peer),
         Mutation::Subscribe(sub) => {

@@ -533,6 +533,74 @@ fn concurrent_writers_share_durable_commits() {
     );
 }
 
+/// Off peak, a mutation is readable before its fsync: its ticket reports it visible, then
+/// durable, carried by one durable commit. A barrier behind it passes without a commit.
+#[test]
+fn a_lone_mutation_is_visible_then_durable_and_a_barrier_behind_it_costs_no_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.redb"), config()).unwrap();
+    with_schema(&store);
+    let before = store.stats().unwrap().commits;
+    let mut ticket = store.submit(Mutation::Create {
+        collection: "Books".into(),
+        document: json!({"name": "x"}),
+    });
+    let visible = ticket.wait_until(Stage::Visible).unwrap();
+    let Committed::Local { block, .. } = &visible.committed else {
+        panic!("not local: {visible:?}")
+    };
+    assert!(
+        store.contains(&block.cid()).unwrap(),
+        "readable once visible"
+    );
+    assert_eq!(
+        visible.commit,
+        before + 1,
+        "the durable commit that will carry it"
+    );
+    let durable = ticket.wait().unwrap();
+    assert_eq!(durable, visible);
+    assert_eq!(store.stats().unwrap().commits, before + 1, "one fsync");
+
+    let barrier = store.commit(Mutation::Barrier).unwrap();
+    assert_eq!(barrier.committed, Committed::Meta { changed: false });
+    assert_eq!(barrier.commit, before + 1);
+    assert_eq!(store.stats().unwrap().commits, before + 1);
+}
+
+/// A full batch (here every batch: at most one mutation each) is load: it commits durably at
+/// once, and a ticket waiting for visibility learns of it then.
+#[test]
+fn a_full_batch_commits_durably_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.redb"), config().with_max_batch(1)).unwrap();
+    with_schema(&store);
+    let before = store.stats().unwrap().commits;
+    let mut ticket = store.submit(Mutation::Create {
+        collection: "Books".into(),
+        document: json!({"name": "x"}),
+    });
+    let visible = ticket.wait_until(Stage::Visible).unwrap();
+    assert_eq!(visible.commit, before + 1);
+    assert_eq!(
+        store.stats().unwrap().commits,
+        before + 1,
+        "already durable"
+    );
+    assert_eq!(ticket.wait().unwrap(), visible);
+}
+
+#[test]
+fn barriers_pass_in_memory_and_on_redb() {
+    for (store, _dir) in stores() {
+        with_schema(&store);
+        let (_, block) = create(&store, "x");
+        let receipt = store.commit(Mutation::Barrier).unwrap();
+        assert_eq!(receipt.committed, Committed::Meta { changed: false });
+        assert!(store.contains(&block.cid()).unwrap());
+    }
+}
+
 #[test]
 fn try_submit_reports_busy_when_queue_is_full() {
     let store = Store::memory(config().with_queue_capacity(1)).unwrap();
