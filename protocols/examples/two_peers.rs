@@ -148,9 +148,18 @@ fn run_commands(i: usize, peers: &mut [Host], wires: &mut [VecDeque<Message>; 2]
     while let Some(command) = peers[i].node.poll_command() {
         let p = &mut peers[i];
         match command {
-            Command::Persist { token, mutation } => {
-                // Durable once `commit` returns: the only point where acks may go out.
-                let result = p.store.commit(mutation).map(|r| r.committed);
+            Command::Persist {
+                token,
+                mutation,
+                until,
+            } => {
+                // Reported at the stage the coordinator asks for: durable (acks and API
+                // answers follow only from there), or visible for a received block.
+                let result = p
+                    .store
+                    .submit(mutation)
+                    .wait_until(until)
+                    .map(|r| r.committed);
                 if let Ok(Committed::Local { block, .. }) = &result {
                     println!("node {i}: committed {}", block.cid());
                 }

@@ -2131,9 +2131,9 @@ fn drain(hosts: &mut [Host]) -> BTreeSet<u16> {
                 "commands per input stay bounded"
             );
             match command {
-                node::Command::Persist { token, mutation } => {
-                    hosts[i].persists.push_back((token, mutation))
-                }
+                node::Command::Persist {
+                    token, mutation, ..
+                } => hosts[i].persists.push_back((token, mutation)),
                 node::Command::Transmit {
                     peer,
                     protocol,

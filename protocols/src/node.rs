@@ -9,8 +9,12 @@
 //!
 //! Like the cores, it does no IO and reads no clock. It reads the store through `&Store`
 //! (synchronous reads of committed data) and asks for every write as a [`Command::Persist`];
-//! the driver submits it and reports the result with [`Node::handle_persisted`] once it is
-//! durable. Acknowledgements to peers are only ever sent from there.
+//! the driver submits it and reports the result with [`Node::handle_persisted`] once it
+//! reaches the command's [`Stage`]: durable, or for a received block only visible (committed
+//! and readable, not yet fsynced — such a block is owed no acknowledgement, and head exchange
+//! brings it back if a crash loses it; the document is readable on this node an fsync
+//! sooner). Acknowledgements to peers are only ever sent from a durable result: a push is
+//! acknowledged once a [`Mutation::Barrier`] behind its blocks is durable.
 //!
 //! # Drive loop
 //!
@@ -23,8 +27,8 @@
 //! loop {
 //!     while let Some(command) = node.poll_command() {
 //!         match command {
-//!             Command::Persist { token, mutation } => {
-//!                 let result = store.commit(mutation).map(|r| r.committed);
+//!             Command::Persist { token, mutation, until } => {
+//!                 let result = store.submit(mutation).wait_until(until).map(|r| r.committed);
 //!                 node.handle_persisted(token, result, store, Instant::now());
 //!             }
 //!             Command::Transmit { .. } => { /* write the frame to the peer's stream */ }
@@ -52,13 +56,13 @@
 //!                             not followed: Accept (forwarded), dropped here
 //!                             followed, block inline: persist Ingest
 //!                             followed, CID only: backfill from the sender
-//! Ingest persisted ─────────▶ Pending { missing }: backfill them from the peer that sent it
+//! Ingest visible ───────────▶ Pending { missing }: backfill them from the peer that sent it
 //!                             Applied, arrived by push or backfill, now a head: publish it,
 //!                             so updates cross chains of nodes
 //! replicator Ready ─────────▶ read the outbox; push each owed document's current heads
 //! replicator Received ──────▶ unknown collection: refuse; else persist Ingest per block;
-//!                             history missing: backfill from the source; every head applied
-//!                             and durable: ack DURABLE
+//!                             history missing: backfill from the source; every head applied:
+//!                             persist a Barrier, and once it is durable ack DURABLE
 //! replicator Acked ─────────▶ persist AckOutbox (kept if the heads moved on meanwhile)
 //! head_sync Differs/Offered ─▶ backfill the heads not held from that peer
 //! ```
@@ -104,7 +108,7 @@
 //! | fetches in flight per peer for what this node follows (`max_fetches_per_peer`) | 16 | a peer that claims heads and never serves them holds at most this many of backfill's 64 places until they time out; past it (or with every place taken) the fetch waits in a queue |
 //! | fetches waiting for a place (`max_waiting_fetches`, `max_waiting_heads`) | 1,024 fetches, 16,384 heads | they go out, oldest first, as places free (a catch-up of many documents from one peer streams instead of stopping at 64 until the next anti-entropy round); past it a fetch is dropped, and the next head exchange finds the document again |
 //! | time an orphan may wait for its parents (`orphan_ttl`) | 10 min | then it is evicted from the store's pending set (`Mutation::DropPending`) and its budget freed |
-//! | work per replayed block | one `contains` read | a block held already, on pubsub or in a push, is never persisted again |
+//! | work per replayed block | one `contains` read | a block held already, on pubsub or in a push, is never persisted again; a replayed push costs one [`Mutation::Barrier`] before its ack, which writes nothing (and takes no transaction when nothing waits for an fsync) |
 //!
 //! The cores' own bounds are in their module docs.
 
@@ -114,7 +118,7 @@ use std::time::{Duration, Instant};
 
 use hypha_crdt::{Cid, CollectionId, DocId, Outcome, Rejection, VerifiedBlock};
 use hypha_store::{
-    CommitError, Committed, Mutation, PeerKey, PeerRecord, ReadError, Store, Subscription,
+    CommitError, Committed, Mutation, PeerKey, PeerRecord, ReadError, Stage, Store, Subscription,
 };
 
 use crate::backfill::{self, Backfill, RequestId};
@@ -436,13 +440,16 @@ impl<P: Ord> Config<P> {
 pub enum Command<P> {
     /// Connectivity: dial, provider records, relay reservations, hole punching.
     Connect(connectivity::Command<P>),
-    /// Commit `mutation` and report with [`Node::handle_persisted`] once it is durable, in
-    /// submission order.
+    /// Commit `mutation` and report with [`Node::handle_persisted`] once it reaches `until`
+    /// (or fails), in submission order.
     Persist {
         /// Echoed back.
         token: PersistToken,
         /// The change.
         mutation: Mutation,
+        /// When to report: [`Stage::Durable`], or [`Stage::Visible`] for a received block.
+        /// A driver may always wait longer (report durable results only); never shorter.
+        until: Stage,
     },
     /// Publish `data` on `topic`. The message id is the block's CID on that topic
     /// ([`pubsub::message_id`]).
@@ -709,6 +716,8 @@ enum Purpose<P> {
     Outbox { peer: P },
     /// The catch-up marker of `peer` was cleared: catch it up now.
     CatchUp { peer: P },
+    /// A barrier behind every block of `peer`'s push `id`: acknowledge the push once durable.
+    AckPush { peer: P, id: InboundId },
     /// Bookkeeping with nothing to do afterwards.
     Quiet,
 }
@@ -989,7 +998,7 @@ impl<P: Peer> Node<P> {
         self.apply_topic_changes(changes, now);
     }
 
-    /// The result of a [`Command::Persist`], once durable (or failed).
+    /// The result of a [`Command::Persist`], once it reached the command's stage (or failed).
     pub fn handle_persisted(
         &mut self,
         token: PersistToken,
@@ -1024,6 +1033,16 @@ impl<P: Peer> Node<P> {
             Purpose::CatchUp { peer } => {
                 self.clearing.remove(&peer);
                 self.catch_up(peer, store, now);
+            }
+            Purpose::AckPush { peer, id } => {
+                let status = match result {
+                    Ok(_) => replicator::Status::Durable,
+                    Err(error) => {
+                        self.events.push_back(Event::PersistFailed { error });
+                        replicator::Status::Busy
+                    }
+                };
+                self.replicator.respond(peer, id, status, now);
             }
             Purpose::Quiet => {}
         }
@@ -1520,10 +1539,11 @@ impl<P: Peer> Node<P> {
             }
         }
         if missing.is_empty() {
+            // Every head is applied, and visible; some perhaps not yet durable (this push's
+            // blocks, or blocks received over pubsub a moment ago): ack behind a barrier.
             self.inbound.remove(&(peer, id));
-            return self
-                .replicator
-                .respond(peer, id, replicator::Status::Durable, now);
+            self.persist(Mutation::Barrier, Purpose::AckPush { peer, id });
+            return;
         }
         if !fetched {
             let request = self.fetch(
@@ -2226,9 +2246,16 @@ impl<P: Peer> Node<P> {
     fn persist(&mut self, mutation: Mutation, purpose: Purpose<P>) -> PersistToken {
         let token = PersistToken(self.next_token);
         self.next_token += 1;
+        let until = match purpose {
+            Purpose::Ingest { .. } => Stage::Visible,
+            _ => Stage::Durable,
+        };
         self.persists.insert(token, purpose);
-        self.commands
-            .push_back(Command::Persist { token, mutation });
+        self.commands.push_back(Command::Persist {
+            token,
+            mutation,
+            until,
+        });
         token
     }
 

@@ -746,7 +746,10 @@ impl Network {
     fn execute(&mut self, i: u16, command: Command<u16>) {
         let now = self.now;
         match command {
-            Command::Persist { token, mutation } => {
+            // Committed durably at once: later than any stage `until` asks for.
+            Command::Persist {
+                token, mutation, ..
+            } => {
                 let host = &mut self.hosts[usize::from(i)];
                 let result = host.store.commit(mutation).map(|r| r.committed);
                 host.results.insert(token, result.clone());

@@ -5,10 +5,11 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use hypha_crdt::Author;
+use hypha_protocols::connectivity::Path;
 use hypha_protocols::node::{self, Command, Event, Node, Verdict, Violation};
 use hypha_protocols::replicator::{self, Refusal};
 use hypha_protocols::testing::{Network, Options};
-use hypha_store::{Mutation, Store};
+use hypha_store::{Mutation, Replicator, Stage, Store};
 use serde_json::{Value, json};
 
 const U: &str = "type Users { Name: String  Age: Int }";
@@ -274,12 +275,16 @@ struct Solo {
 }
 
 impl Solo {
-    #[allow(clippy::disallowed_methods)] // The test's one clock read: an arbitrary origin.
     fn new() -> Solo {
-        let store = Store::memory(hypha_store::Config::new(Author::unsigned([1; 32]))).unwrap();
+        Solo::with_id(1)
+    }
+
+    #[allow(clippy::disallowed_methods)] // The test's one clock read: an arbitrary origin.
+    fn with_id(id: u8) -> Solo {
+        let store = Store::memory(hypha_store::Config::new(Author::unsigned([id; 32]))).unwrap();
         store.commit(Mutation::AddSchema { sdl: U.into() }).unwrap();
         let now = Instant::now();
-        let mut node = Node::new(node::Config::new("hypha"), 1);
+        let mut node = Node::new(node::Config::new("hypha"), u64::from(id));
         node.start(&store, now);
         Solo { node, store, now }
     }
@@ -372,10 +377,20 @@ fn a_mutation_is_reported_only_once_persisted() {
         },
         s.now,
     );
-    let Some(Command::Persist { token: t, mutation }) = s.node.poll_command() else {
+    let Some(Command::Persist {
+        token: t,
+        mutation,
+        until,
+    }) = s.node.poll_command()
+    else {
         panic!("a submit asks for a persist first");
     };
     assert_eq!(t, token);
+    assert_eq!(
+        until,
+        Stage::Durable,
+        "the API answers a write once durable"
+    );
     assert!(
         s.node.poll_event().is_none(),
         "nothing is reported before it is durable"
@@ -390,4 +405,133 @@ fn a_mutation_is_reported_only_once_persisted() {
     assert_eq!(publishes, 2, "the collection topic and the shard topic");
     let events: Vec<_> = std::iter::from_fn(|| s.node.poll_event()).collect();
     assert!(matches!(events[0], Event::Persisted { token: t, result: Ok(_) } if t == token));
+}
+
+/// A replicator source (1) and target (2) driven by hand. The target reports a received
+/// block once *visible*, and acknowledges a push only after a barrier behind its blocks is
+/// *durable*: while the barrier is held back, no ack leaves the target.
+#[test]
+fn a_push_is_acknowledged_only_once_a_barrier_behind_it_is_durable() {
+    let mut source = Solo::with_id(1);
+    let mut target = Solo::with_id(2);
+    let now = source.now.max(target.now);
+    let users = source.store.collection("Users").unwrap().unwrap().id();
+    source
+        .node
+        .handle_connected(2, Vec::new(), Path::Direct, false, &source.store, now);
+    target
+        .node
+        .handle_connected(1, Vec::new(), Path::Direct, true, &target.store, now);
+    source.node.submit(
+        Mutation::SetReplicator {
+            peer: node::Peer::to_key(&2u8),
+            replicator: Replicator {
+                collections: [users].into(),
+                documents: BTreeSet::new(),
+                addresses: Vec::new(),
+            },
+        },
+        now,
+    );
+    let mut held = Vec::new();
+    let mut stages = Vec::new();
+    let mut acks_while_held = 0;
+    // Runs both nodes until neither has a command; the target's barriers are held back.
+    let mut pump = |source: &mut Solo, target: &mut Solo, held: &mut Vec<node::PersistToken>| {
+        loop {
+            let mut idle = true;
+            while let Some(c) = source.node.poll_command() {
+                idle = false;
+                match c {
+                    Command::Persist {
+                        token, mutation, ..
+                    } => {
+                        let result = source.store.commit(mutation).map(|r| r.committed);
+                        source
+                            .node
+                            .handle_persisted(token, result, &source.store, now);
+                    }
+                    Command::Transmit {
+                        protocol, frame, ..
+                    } => target
+                        .node
+                        .handle_frame(1, protocol, &frame[4..], &target.store, now),
+                    _ => {}
+                }
+            }
+            while let Some(c) = target.node.poll_command() {
+                idle = false;
+                match c {
+                    Command::Persist {
+                        token,
+                        mutation,
+                        until,
+                    } => {
+                        stages.push((matches!(mutation, Mutation::Barrier), until));
+                        if matches!(mutation, Mutation::Barrier) {
+                            held.push(token);
+                            continue;
+                        }
+                        let result = target.store.commit(mutation).map(|r| r.committed);
+                        target
+                            .node
+                            .handle_persisted(token, result, &target.store, now);
+                    }
+                    Command::Transmit {
+                        protocol, frame, ..
+                    } => {
+                        if protocol == node::Protocol::Replicator && !held.is_empty() {
+                            acks_while_held += 1;
+                        }
+                        source
+                            .node
+                            .handle_frame(2, protocol, &frame[4..], &source.store, now);
+                    }
+                    _ => {}
+                }
+            }
+            if idle {
+                return;
+            }
+        }
+    };
+    pump(&mut source, &mut target, &mut held);
+    // The catch-up of a new replicator is a head exchange; later writes are pushed.
+    source.node.submit(
+        Mutation::Create {
+            collection: "Users".into(),
+            document: json!({"Name": "John", "Age": 30}),
+        },
+        now,
+    );
+    pump(&mut source, &mut target, &mut held);
+    let replicated = |s: &mut Solo| {
+        std::iter::from_fn(|| s.node.poll_event())
+            .filter(|e| matches!(e, Event::Replicated { peer: 2, .. }))
+            .count()
+    };
+    assert!(!held.is_empty(), "the push waits behind a barrier");
+    assert_eq!(replicated(&mut source), 0, "nothing acknowledged yet");
+    assert_eq!(
+        target.store.stats().unwrap().blocks,
+        1,
+        "but the block is there"
+    );
+    for token in held.drain(..) {
+        let result = target.store.commit(Mutation::Barrier).map(|r| r.committed);
+        target
+            .node
+            .handle_persisted(token, result, &target.store, now);
+    }
+    pump(&mut source, &mut target, &mut held);
+    assert_eq!(
+        replicated(&mut source),
+        1,
+        "acknowledged once the barrier is durable"
+    );
+    assert_eq!(acks_while_held, 0);
+    assert!(
+        stages.contains(&(false, Stage::Visible)) && stages.contains(&(true, Stage::Durable)),
+        "the block is reported visible, the barrier durable: {stages:?}"
+    );
 }

@@ -489,7 +489,12 @@ impl Net {
 
     fn execute(&mut self, i: u16, command: Command<u16>, now: Instant) {
         match command {
-            Command::Persist { token, mutation } => {
+            // Every persist waits for the simulated fsync, a visible-stage one too: the
+            // simulated store cannot lose a visible commit in a crash, so it is never given
+            // one (the store's own tests cover that window).
+            Command::Persist {
+                token, mutation, ..
+            } => {
                 let (lo, hi) = self.config.fsync;
                 let span = (hi - lo).as_micros() as u64;
                 let jitter = if span == 0 {

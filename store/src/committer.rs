@@ -114,8 +114,20 @@ impl Job {
 pub(crate) struct Counters {
     pub(crate) commits: AtomicU64,
     pub(crate) mutations: AtomicU64,
+    pub(crate) barriers: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) failed_batches: AtomicU64,
+}
+
+impl Counters {
+    /// Counts one committed mutation.
+    fn count(&self, mutation: &Mutation) {
+        let counter = match mutation {
+            Mutation::Barrier => &self.barriers,
+            _ => &self.mutations,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// The committer thread's body: runs until every sender is dropped and the queue is drained.
@@ -147,7 +159,7 @@ pub(crate) fn run(
             // Nothing is visible and not durable between batches: the barriers are passed.
             let commit = counters.commits.load(Ordering::SeqCst);
             for job in batch.drain(..) {
-                counters.mutations.fetch_add(1, Ordering::Relaxed);
+                counters.barriers.fetch_add(1, Ordering::Relaxed);
                 let committed = Committed::Meta { changed: false };
                 job.answer(Stage::Durable, Ok(Receipt { commit, committed }));
             }
@@ -235,7 +247,7 @@ fn commit_batch(
             Ok(committed) => {
                 let receipt = Receipt { commit, committed };
                 if at_once {
-                    counters.mutations.fetch_add(1, Ordering::Relaxed);
+                    counters.count(&job.mutation);
                     job.answer(stage, Ok(receipt));
                 } else {
                     job.answer(stage, Ok(receipt.clone()));
@@ -261,7 +273,7 @@ fn commit_batch(
     }
     counters.commits.fetch_add(1, Ordering::SeqCst);
     for (job, receipt) in visible {
-        counters.mutations.fetch_add(1, Ordering::Relaxed);
+        counters.count(&job.mutation);
         job.answer(Stage::Durable, Ok(receipt));
     }
     true

@@ -36,8 +36,11 @@ pub struct Stats {
     pub peers: u64,
     /// Durable commits (fsyncs) since open: fewer than `mutations` when group commit works.
     pub commits: u64,
-    /// Mutations committed since open.
+    /// Mutations committed since open ([`Mutation::Barrier`](crate::Mutation::Barrier)s, which
+    /// write nothing, are counted in `barriers`).
     pub mutations: u64,
+    /// Barriers passed since open.
+    pub barriers: u64,
     /// Mutations refused since open (each wrote nothing).
     pub refused: u64,
     /// Batches rolled back by a storage failure since open.
@@ -409,6 +412,7 @@ impl Store {
         })?;
         stats.commits = self.counters.commits.load(Relaxed);
         stats.mutations = self.counters.mutations.load(Relaxed);
+        stats.barriers = self.counters.barriers.load(Relaxed);
         stats.refused = self.counters.refused.load(Relaxed);
         stats.failed_batches = self.counters.failed_batches.load(Relaxed);
         Ok(stats)

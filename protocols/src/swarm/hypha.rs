@@ -419,8 +419,12 @@ impl Hypha {
     fn execute(&mut self, command: Command<PeerId>) {
         let gossipsub = &mut self.inner.gossipsub;
         match command {
-            Command::Persist { token, mutation } => {
-                self.persister.submit(&self.store, token, mutation);
+            Command::Persist {
+                token,
+                mutation,
+                until,
+            } => {
+                self.persister.submit(&self.store, token, mutation, until);
             }
             Command::Transmit {
                 peer,

@@ -4,7 +4,8 @@
 //! ```text
 //!  event loop                 store committer            waiter thread
 //!  store.submit(m) ─────────▶ queue, group commit
-//!  (token, ticket) ── bounded std channel ─────────────▶ ticket.wait()   (in submission order)
+//!  (token, ticket, until) ── bounded std channel ──────▶ ticket.wait_until(until)
+//!                                                        (in submission order)
 //!  poll_result(cx) ◀──────── futures channel ─────────── (token, result)
 //! ```
 //!
@@ -22,7 +23,7 @@ use std::thread::JoinHandle;
 
 use futures::StreamExt as _;
 use futures::channel::mpsc::{UnboundedReceiver, unbounded};
-use hypha_store::{CommitError, Committed, Mutation, Store, Ticket};
+use hypha_store::{CommitError, Committed, Mutation, Stage, Store, Ticket};
 
 use crate::node::PersistToken;
 
@@ -30,10 +31,13 @@ use crate::node::PersistToken;
 /// takes it.
 pub(super) type Persisted = (PersistToken, Result<Committed, CommitError>);
 
+/// A ticket to wait for, and until when.
+type Waiting = (PersistToken, Ticket, Stage);
+
 /// Submits mutations to the store and hands their results back, in submission order.
 pub(super) struct Persister {
     /// `None` once dropping: closing it stops the waiter.
-    tickets: Option<SyncSender<(PersistToken, Ticket)>>,
+    tickets: Option<SyncSender<Waiting>>,
     results: UnboundedReceiver<Persisted>,
     /// Results waited for on the event loop (only if the waiter were gone).
     ready: VecDeque<Persisted>,
@@ -43,13 +47,13 @@ pub(super) struct Persister {
 impl Persister {
     /// Starts the waiter thread; at most `max_tickets` tickets wait for it.
     pub(super) fn start(max_tickets: usize) -> io::Result<Persister> {
-        let (tickets, queue) = mpsc::sync_channel::<(PersistToken, Ticket)>(max_tickets.max(1));
+        let (tickets, queue) = mpsc::sync_channel::<Waiting>(max_tickets.max(1));
         let (answers, results) = unbounded();
         let waiter = std::thread::Builder::new()
             .name("hypha-persist-waiter".into())
             .spawn(move || {
-                while let Ok((token, ticket)) = queue.recv() {
-                    let result = ticket.wait().map(|receipt| receipt.committed);
+                while let Ok((token, mut ticket, until)) = queue.recv() {
+                    let result = ticket.wait_until(until).map(|receipt| receipt.committed);
                     if answers.unbounded_send((token, result)).is_err() {
                         break; // The behaviour is gone.
                     }
@@ -63,23 +67,30 @@ impl Persister {
         })
     }
 
-    /// Submits `mutation`; its result comes out of [`poll_result`](Persister::poll_result).
-    /// Blocks only while the store's queue or the ticket channel is full (back-pressure).
-    pub(super) fn submit(&mut self, store: &Store, token: PersistToken, mutation: Mutation) {
+    /// Submits `mutation`; its result comes out of [`poll_result`](Persister::poll_result)
+    /// once it reaches `until`. Blocks only while the store's queue or the ticket channel is
+    /// full (back-pressure).
+    pub(super) fn submit(
+        &mut self,
+        store: &Store,
+        token: PersistToken,
+        mutation: Mutation,
+        until: Stage,
+    ) {
         let ticket = store.submit(mutation);
         let unsent = match &self.tickets {
-            Some(tickets) => tickets.send((token, ticket)).err().map(|e| e.0),
-            None => Some((token, ticket)),
+            Some(tickets) => tickets.send((token, ticket, until)).err().map(|e| e.0),
+            None => Some((token, ticket, until)),
         };
-        if let Some((token, ticket)) = unsent {
+        if let Some((token, mut ticket, until)) = unsent {
             // The waiter is gone, which it never is while the persister lives: wait here
             // rather than lose the result.
-            let result = ticket.wait().map(|receipt| receipt.committed);
+            let result = ticket.wait_until(until).map(|receipt| receipt.committed);
             self.ready.push_back((token, result));
         }
     }
 
-    /// The next result, once durable (or failed). Registers the waker when there is none.
+    /// The next result, once at its stage (or failed). Registers the waker when there is none.
     pub(super) fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<Persisted> {
         if let Some(result) = self.ready.pop_front() {
             return Poll::Ready(result);
