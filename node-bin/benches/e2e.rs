@@ -4,9 +4,12 @@
 //! `cargo bench -p hypha-node --bench e2e`; `HYPHA_BENCH_SCALE=0.1` shrinks it.
 //!
 //! - **Latency**: a document created on A (the API call returns once it is durable on A) until
-//!   it is durable and readable on B, seen on B's change feed (`GET /api/v0/events`). Passively
-//!   (B follows the collection over pubsub) and by replicator (A pushes to C, which follows
-//!   nothing). Writes are one at a time, so each sample is one document's trip.
+//!   it is readable on B, seen on B's change feed (`GET /api/v0/events`). B's store commits a
+//!   received block visibly first and makes it durable one fsync later
+//!   ([`hypha_store::Stage`]): the feed fires at the first, a replicator ack waits for the
+//!   second. Passively (B follows the collection over pubsub) and by replicator (A pushes to
+//!   C, which follows nothing). Writes are one at a time, so each sample is one document's
+//!   trip.
 //! - **fsync**: 4 KiB written and `fsync`ed in the nodes' own directory, the floor of any
 //!   durable write; the target is on the ratio: latency p50 ≤ 3 × fsync p50, and p99 ≤ 50 ms.
 //!   Beside it, for reference, the same disk's cost of what one store commit writes: a redb

@@ -37,7 +37,9 @@
 //!   ([`World::crash`]) drops the host's turmoil runtime and its disk queue: unsynced writes
 //!   are lost, and whatever was acknowledged was already in the store. A clean stop
 //!   ([`World::stop`]) lets the queue drain first. Restarts build a new coordinator over the
-//!   same store.
+//!   same store. A persist the coordinator wants reported once only *visible* (a received
+//!   block) waits for the fsync too: the memory store cannot lose a visible commit in a crash,
+//!   so the simulator never shows one early (the store's own tests cover that window).
 //! - **Gossip (the stand-in for gossipsub).** A publish goes to every connected host that
 //!   joined the topic; a receiver hands it to its coordinator and, on an `Accept` verdict,
 //!   forwards it to its own connected hosts on the topic. Duplicates are suppressed by
