@@ -1,12 +1,14 @@
 //! Group commit: one thread drains a bounded queue and commits each batch with one fsync.
 //!
-//! A batch that is all the queue held (the common case off peak) is committed in two steps:
-//! visibly first ([`Stage::Visible`]: every read sees it; about 0.1 ms), then durably by an
-//! empty durable commit ([`Stage::Durable`]: one fsync). A batch that fills
-//! [`Config::with_max_batch`](crate::Config::with_max_batch) or has more jobs queued behind
-//! it is committed durably at once, as one transaction: under load, visibility waits for the
-//! fsync as before and throughput does not pay for a second transaction. Either way at most
-//! one batch is visible and not durable, and the next durable commit carries it.
+//! A batch that holds a received block ([`Mutation::Ingest`]) and is all the queue held (off
+//! peak) is committed in two steps: visibly first ([`Stage::Visible`]: every read sees it;
+//! about 0.1 ms), then durably by an empty durable commit ([`Stage::Durable`]: one fsync).
+//! Any other batch is committed durably at once, as one transaction: one of local writes and
+//! metadata only (their callers wait for durability anyway, and a second transaction would
+//! cost them), or one that fills [`Config::with_max_batch`](crate::Config::with_max_batch)
+//! (load: visibility waits for the fsync as before, and throughput does not pay for a second
+//! transaction). Either way at most one batch is visible and not durable, and the next
+//! durable commit carries it.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -174,8 +176,14 @@ pub(crate) fn run(
                 }
             }
         }
-        // Under load (a full batch), one durable transaction; else visible first.
-        let at_once = !backend.defers_durability() || batch.len() == max_batch;
+        // Visible first only where someone acts on it: a received block, off peak. Local
+        // writes and metadata are waited for until durable, and load (a full batch) wants one
+        // transaction per fsync.
+        let at_once = !backend.defers_durability()
+            || batch.len() == max_batch
+            || !batch
+                .iter()
+                .any(|job| matches!(job.mutation, Mutation::Ingest { .. }));
         stale = !commit_batch(&backend, &mut cx, &mut batch, &counters, &index, at_once);
     }
 }

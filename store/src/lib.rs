@@ -37,9 +37,10 @@
 //! [`Store::submit`] puts a mutation on a bounded queue and returns a [`Ticket`] at once.
 //! One committer thread takes whatever is queued — up to [`Config::with_max_batch`] mutations —
 //! and runs each in the same write transaction (tables opened once per batch). A batch that
-//! took all the queue held commits with `Durability::None` (visible: its tickets learn
-//! [`Stage::Visible`]), then an empty transaction commits with `Durability::Immediate` (one
-//! fsync) and the tickets learn [`Stage::Durable`]. A full batch — load — commits with
+//! holds a received block and took all the queue held commits with `Durability::None`
+//! (visible: its tickets learn [`Stage::Visible`]), then an empty transaction commits with
+//! `Durability::Immediate` (one fsync) and the tickets learn [`Stage::Durable`]. Any other
+//! batch — local writes and metadata only, or a full batch under load — commits with
 //! `Durability::Immediate` at once, as one transaction. At most one batch is ever visible and
 //! not durable. Concurrent writers therefore share fsyncs: [`Stats::commits`] counts them and [`Receipt::commit`] says which one carried a
 //! mutation. When the queue is full, [`Store::submit`] blocks (back-pressure) and

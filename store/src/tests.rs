@@ -533,24 +533,22 @@ fn concurrent_writers_share_durable_commits() {
     );
 }
 
-/// Off peak, a mutation is readable before its fsync: its ticket reports it visible, then
-/// durable, carried by one durable commit. A barrier behind it passes without a commit.
+/// A block received off peak is readable before its fsync: its ticket reports it visible,
+/// then durable, carried by one durable commit. A barrier behind it passes without a commit.
 #[test]
-fn a_lone_mutation_is_visible_then_durable_and_a_barrier_behind_it_costs_no_commit() {
+fn a_received_block_is_visible_then_durable_and_a_barrier_behind_it_costs_no_commit() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("s.redb"), config()).unwrap();
     with_schema(&store);
+    let mut remote = Replica::new(parse_sdl("hypha", SDL).unwrap(), Author::unsigned([2; 32]));
+    let (_, genesis) = remote.create("Books", &json!({"name": "Dune"})).unwrap();
     let before = store.stats().unwrap().commits;
-    let mut ticket = store.submit(Mutation::Create {
-        collection: "Books".into(),
-        document: json!({"name": "x"}),
+    let mut ticket = store.submit(Mutation::Ingest {
+        block: genesis.clone(),
     });
     let visible = ticket.wait_until(Stage::Visible).unwrap();
-    let Committed::Local { block, .. } = &visible.committed else {
-        panic!("not local: {visible:?}")
-    };
     assert!(
-        store.contains(&block.cid()).unwrap(),
+        store.contains(&genesis.cid()).unwrap(),
         "readable once visible"
     );
     assert_eq!(
@@ -565,29 +563,44 @@ fn a_lone_mutation_is_visible_then_durable_and_a_barrier_behind_it_costs_no_comm
     let barrier = store.commit(Mutation::Barrier).unwrap();
     assert_eq!(barrier.committed, Committed::Meta { changed: false });
     assert_eq!(barrier.commit, before + 1);
-    assert_eq!(store.stats().unwrap().commits, before + 1);
+    let stats = store.stats().unwrap();
+    assert_eq!(stats.commits, before + 1);
+    assert_eq!(stats.barriers, 1);
 }
 
-/// A full batch (here every batch: at most one mutation each) is load: it commits durably at
-/// once, and a ticket waiting for visibility learns of it then.
+/// A batch of local writes only, or a full batch (a received block with at most one
+/// mutation per batch), commits durably at once: a ticket waiting for visibility learns of it
+/// then.
 #[test]
-fn a_full_batch_commits_durably_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path().join("s.redb"), config().with_max_batch(1)).unwrap();
-    with_schema(&store);
-    let before = store.stats().unwrap().commits;
-    let mut ticket = store.submit(Mutation::Create {
+fn local_writes_and_full_batches_commit_durably_at_once() {
+    let mut remote = Replica::new(parse_sdl("hypha", SDL).unwrap(), Author::unsigned([2; 32]));
+    let (_, genesis) = remote.create("Books", &json!({"name": "Dune"})).unwrap();
+    let local = Mutation::Create {
         collection: "Books".into(),
         document: json!({"name": "x"}),
-    });
-    let visible = ticket.wait_until(Stage::Visible).unwrap();
-    assert_eq!(visible.commit, before + 1);
-    assert_eq!(
-        store.stats().unwrap().commits,
-        before + 1,
-        "already durable"
-    );
-    assert_eq!(ticket.wait().unwrap(), visible);
+    };
+    let cases = [
+        (config(), local),
+        (
+            config().with_max_batch(1),
+            Mutation::Ingest { block: genesis },
+        ),
+    ];
+    for (config, mutation) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s.redb"), config).unwrap();
+        with_schema(&store);
+        let before = store.stats().unwrap().commits;
+        let mut ticket = store.submit(mutation);
+        let visible = ticket.wait_until(Stage::Visible).unwrap();
+        assert_eq!(visible.commit, before + 1);
+        assert_eq!(
+            store.stats().unwrap().commits,
+            before + 1,
+            "already durable"
+        );
+        assert_eq!(ticket.wait().unwrap(), visible);
+    }
 }
 
 #[test]
