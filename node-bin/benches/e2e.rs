@@ -9,7 +9,7 @@
 //!   ([`hypha_store::Stage`]): the feed fires at the first, a replicator ack waits for the
 //!   second. Passively (B follows the collection over pubsub) and by replicator (A pushes to
 //!   C, which follows nothing). Writes are one at a time, so each sample is one document's
-//!   trip.
+//!   trip. `e2e_latency_p50_ms` is the slower path's p50; `e2e_latency_p99_ms` is over both.
 //! - **fsync**: 4 KiB written and `fsync`ed in the nodes' own directory, the floor of any
 //!   durable write; the target is on the ratio: latency p50 ≤ 3 × fsync p50, and p99 ≤ 50 ms.
 //!   Beside it, for reference, the same disk's cost of what one store commit writes: a redb
@@ -117,15 +117,17 @@ fn main() {
         percentile(&commit_floor, 0.5),
         "ms",
     );
-    report.add("e2e_passive_p50_ms", percentile(&passive, 0.5), "ms");
-    report.add("e2e_replicator_p50_ms", percentile(&replicator, 0.5), "ms");
-    report.add("e2e_latency_p50_ms", percentile(&all, 0.5), "ms");
+    // The two paths differ (a push goes straight to the target, and starts as soon as A's
+    // commit is durable, while the API's answer is still on its way to the client; an update
+    // crosses gossipsub), so the p50 of their union would fall between them: the latency
+    // reported is the slower path's p50.
+    let (passive_p50, replicator_p50) = (percentile(&passive, 0.5), percentile(&replicator, 0.5));
+    let p50 = passive_p50.max(replicator_p50);
+    report.add("e2e_passive_p50_ms", passive_p50, "ms");
+    report.add("e2e_replicator_p50_ms", replicator_p50, "ms");
+    report.add("e2e_latency_p50_ms", p50, "ms");
     report.add("e2e_latency_p99_ms", percentile(&all, 0.99), "ms");
-    report.add(
-        "e2e_latency_p50_over_fsync_ratio",
-        percentile(&all, 0.5) / fsync_p50,
-        "x",
-    );
+    report.add("e2e_latency_p50_over_fsync_ratio", p50 / fsync_p50, "x");
     report.add(
         "e2e_replicator_docs_per_s",
         burst as f64 / arrived.as_secs_f64(),
