@@ -26,7 +26,7 @@
 //! The CID is CIDv1, codec dag-cbor (0x71), sha2-256, of exactly these bytes, so any IPLD
 //! tool decodes a block and recomputes its CID. Decoding is strict: a block that does not
 //! re-encode to the very same bytes is [`BlockError::NonCanonical`], so one logical block has
-//! one CID.
+//! one CID. (The decoder proves this while it reads, without re-encoding: see `codec.rs`.)
 //!
 //! # Signatures
 //!
@@ -359,13 +359,14 @@ impl VerifiedBlock {
             let (expected, actual) = (Box::new(*expected), Box::new(cid));
             return Err(BlockError::CidMismatch { expected, actual });
         }
-        let block = crate::codec::decode_block(bytes)
+        let crate::codec::Decoded { block, canonical } = crate::codec::decode_block(bytes)
             .map_err(|e| malformed(e.chars().take(200).collect::<String>()))?;
         block.validate()?;
         if block.author.is_some() != block.signature.is_some() {
             return Err(malformed("author and signature must come together"));
         }
-        if crate::codec::encode_block(&block).ok().as_deref() != Some(bytes) {
+        // The decoder proved whether the bytes are the block's canonical encoding.
+        if !canonical {
             return Err(BlockError::NonCanonical);
         }
         if let (Some(author), Some(signature)) = (&block.author, &block.signature) {

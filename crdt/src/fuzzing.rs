@@ -6,14 +6,23 @@ use serde_json::json;
 
 use crate::{Author, Collection, Replica, VerifiedBlock, parse_sdl};
 
-/// Decoding arbitrary bytes never panics; whatever decodes is canonical and round-trips.
+/// Decoding arbitrary bytes never panics; whatever decodes is canonical and round-trips; and
+/// the decoder's proof of canonical form agrees with re-encoding and comparing bytes.
 pub fn decode_block(data: &[u8]) {
+    if let Ok(decoded) = crate::codec::decode_block(data) {
+        let re_encoded = crate::codec::encode_block(&decoded.block).ok();
+        assert_eq!(
+            decoded.canonical,
+            re_encoded.as_deref() == Some(data),
+            "the canonical-form proof agrees with re-encoding"
+        );
+    }
     let Ok(block) = VerifiedBlock::decode(data, None) else {
         return;
     };
     assert_eq!(
-        block.bytes(),
-        data,
+        block.block().to_bytes().ok().as_deref(),
+        Some(data),
         "a decoded block is its own canonical encoding"
     );
     let again = VerifiedBlock::decode(block.bytes(), Some(&block.cid()));
