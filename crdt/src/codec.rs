@@ -429,10 +429,15 @@ fn decode_delta(r: &mut Reader<'_>) -> Result<Delta, String> {
         return Err("a delta has 6 entries".into());
     }
     r.key("docID")?;
-    let doc_id = r
-        .text()?
-        .parse()
-        .map_err(|e: crate::document::ParseDocIdError| e.to_string())?;
+    let text = r.text_bytes()?;
+    let doc_id = match crate::document::DocId::from_canonical(text) {
+        Some(doc_id) => doc_id,
+        // Not the one spelling of a docID: the general parser says why.
+        None => std::str::from_utf8(text)
+            .map_err(|_| "text is not UTF-8")?
+            .parse()
+            .map_err(|e: crate::document::ParseDocIdError| e.to_string())?,
+    };
     r.key("fields")?;
     let n = r.len_of(MAP)?;
     if n > crate::block::MAX_FIELDS as u64 {
@@ -450,9 +455,10 @@ fn decode_delta(r: &mut Reader<'_>) -> Result<Delta, String> {
         fields.insert(name.to_owned(), op);
     }
     r.key("status")?;
-    let status = match r.text()? {
-        "active" => Status::Active,
-        "deleted" => Status::Deleted,
+    let status = match r.text_bytes()? {
+        b"active" => Status::Active,
+        b"deleted" => Status::Deleted,
+        other if std::str::from_utf8(other).is_err() => return Err("text is not UTF-8".into()),
         _ => return Err("status is neither active nor deleted".into()),
     };
     r.key("priority")?;
@@ -506,6 +512,11 @@ fn cid_from(bytes: &[u8]) -> Option<Cid> {
     }
 }
 
+#[cold]
+fn wrong_major(expected: u8, found: u8) -> String {
+    format!("expected CBOR major type {expected}, found {found}")
+}
+
 struct Reader<'a> {
     data: &'a [u8],
     at: usize,
@@ -517,12 +528,21 @@ impl<'a> Reader<'a> {
     /// Reads an item head: major type and argument. Refuses indefinite lengths. A head longer
     /// than its argument needs marks the input not canonical; for major type 7 the argument
     /// is a float's bits or a simple value, which [`Reader::ipld`] judges instead.
+    #[inline]
     fn head(&mut self) -> Result<(u8, u64), &'static str> {
         let initial = *self.data.get(self.at).ok_or("truncated")?;
         self.at += 1;
         let info = initial & 0x1f;
+        if info < 24 {
+            return Ok((initial >> 5, u64::from(info)));
+        }
+        self.long_head(initial)
+    }
+
+    /// The rest of a head whose argument follows the initial byte.
+    fn long_head(&mut self, initial: u8) -> Result<(u8, u64), &'static str> {
+        let info = initial & 0x1f;
         let n = match info {
-            0..=23 => u64::from(info),
             24..=27 => {
                 let len = 1usize << (info - 24);
                 let raw = self.data.get(self.at..self.at + len).ok_or("truncated")?;
@@ -540,10 +560,11 @@ impl<'a> Reader<'a> {
         Ok((initial >> 5, n))
     }
 
+    #[inline]
     fn len_of(&mut self, major: u8) -> Result<u64, String> {
         match self.head()? {
             (m, n) if m == major => Ok(n),
-            (m, _) => Err(format!("expected CBOR major type {major}, found {m}")),
+            (m, _) => Err(wrong_major(major, m)),
         }
     }
 
@@ -559,28 +580,56 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     fn text(&mut self) -> Result<&'a str, String> {
-        let n = self.len_of(TEXT)?;
-        std::str::from_utf8(self.take(n)?).map_err(|_| "text is not UTF-8".into())
+        std::str::from_utf8(self.text_bytes()?).map_err(|_| "text is not UTF-8".into())
     }
 
+    /// A text string's bytes, not checked to be UTF-8.
+    #[inline]
+    fn text_bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.len_of(TEXT)?;
+        Ok(self.take(n)?)
+    }
+
+    #[inline]
     fn bytes(&mut self) -> Result<&'a [u8], String> {
         let n = self.len_of(BYTES)?;
         Ok(self.take(n)?)
     }
 
     /// Reads a map key that must be `expected` (compared as bytes: no UTF-8 check needed).
+    /// Keys are short: the canonical form is one head byte and the key, compared at once.
+    #[inline]
     fn key(&mut self, expected: &str) -> Result<(), String> {
+        let expected = expected.as_bytes();
+        debug_assert!(expected.len() < 24, "a short key");
+        let end = self.at + 1 + expected.len();
+        if let Some(found) = self.data.get(self.at..end)
+            && found[0] == TEXT << 5 | expected.len() as u8
+            && &found[1..] == expected
+        {
+            self.at = end;
+            return Ok(());
+        }
+        self.key_in_any_form(expected)
+    }
+
+    /// [`Reader::key`] when the key is not in canonical form at the head of the input.
+    #[cold]
+    fn key_in_any_form(&mut self, expected: &[u8]) -> Result<(), String> {
         let n = self.len_of(TEXT)?;
         match self.take(n)? {
-            key if key == expected.as_bytes() => Ok(()),
+            key if key == expected => Ok(()),
             key => Err(format!(
-                "expected key {expected:?}, found {:?}",
+                "expected key {:?}, found {:?}",
+                String::from_utf8_lossy(expected),
                 String::from_utf8_lossy(key)
             )),
         }
     }
 
+    #[inline]
     fn uint(&mut self) -> Result<u64, String> {
         self.len_of(UINT)
     }

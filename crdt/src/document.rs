@@ -77,6 +77,39 @@ pub struct ParseDocIdError {
     input: String,
 }
 
+impl DocId {
+    /// The docID spelled exactly as `Display` writes it (`bae-` and the lowercase hyphenated
+    /// UUID), read without the general parser; `None` for any other bytes, which
+    /// [`FromStr`] then refuses too (it accepts that one spelling only).
+    pub(crate) fn from_canonical(text: &[u8]) -> Option<DocId> {
+        /// Where each byte's two hex digits start in the hyphenated UUID.
+        const PAIRS: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+        /// A lowercase hex digit's value, or 0xff.
+        const HEX: [u8; 256] = {
+            let mut table = [0xff; 256];
+            let mut i = 0;
+            while i < 16 {
+                table[b"0123456789abcdef"[i] as usize] = i as u8;
+                i += 1;
+            }
+            table
+        };
+        let uuid: &[u8; uuid::fmt::Hyphenated::LENGTH] =
+            text.strip_prefix(b"bae-")?.try_into().ok()?;
+        if [uuid[8], uuid[13], uuid[18], uuid[23]] != [b'-'; 4] {
+            return None;
+        }
+        let mut bytes = [0u8; 16];
+        let mut invalid = 0;
+        for (byte, at) in bytes.iter_mut().zip(PAIRS) {
+            let (high, low) = (HEX[usize::from(uuid[at])], HEX[usize::from(uuid[at + 1])]);
+            invalid |= high | low;
+            *byte = high << 4 | low;
+        }
+        (invalid & 0xf0 == 0).then(|| DocId::from_bytes(bytes))
+    }
+}
+
 impl FromStr for DocId {
     type Err = ParseDocIdError;
 
@@ -469,5 +502,29 @@ mod tests {
             }
         }
         assert_eq!(to_json(Kind::Int, &Ipld::String("x".into())), None);
+    }
+
+    proptest::proptest! {
+        /// The direct docID reader agrees with the parser: on docIDs as written, and on them
+        /// with one byte changed (hex digits in upper case among them) or cut short.
+        #[test]
+        fn docid_reader_matches_the_parser(
+            uuid in proptest::prelude::any::<[u8; 16]>(),
+            change in proptest::option::of((0usize..40, proptest::prelude::any::<u8>())),
+            upper in proptest::prelude::any::<bool>(),
+            cut in proptest::option::of(0usize..40),
+        ) {
+            let mut text = DocId::from_bytes(uuid).to_string().into_bytes();
+            proptest::prop_assert_eq!(text.len(), 40);
+            proptest::prop_assert_eq!(DocId::from_canonical(&text), Some(DocId::from_bytes(uuid)));
+            if let Some((at, byte)) = change {
+                text[at] = if upper { text[at].to_ascii_uppercase() } else { byte };
+            }
+            if let Some(cut) = cut {
+                text.truncate(cut);
+            }
+            let parsed = std::str::from_utf8(&text).ok().and_then(|t| t.parse::<DocId>().ok());
+            proptest::prop_assert_eq!(DocId::from_canonical(&text), parsed);
+        }
     }
 }
