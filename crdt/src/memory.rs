@@ -154,7 +154,14 @@ impl DagStore for MemoryDag {
         // invariant: a verified block's CID is a block CID.
         let key = key(&block.cid()).expect("verified blocks have block CIDs");
         self.applied.insert(key, (meta, block.shared_bytes()));
-        self.states.insert(state.doc_id, state);
+        // In place when the entry exists (`take_state` left it): a B-tree insert would move
+        // the state in and the placeholder out through `mem::replace`.
+        match self.states.get_mut(&state.doc_id) {
+            Some(slot) => *slot = state,
+            None => {
+                self.states.insert(state.doc_id, state);
+            }
+        }
         Ok(())
     }
 

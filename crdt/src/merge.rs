@@ -387,8 +387,10 @@ pub fn ingest<S: DagStore>(
     let doc_id = block.doc_id();
     let mut applied = vec![cid];
     let mut rejected = Vec::new();
-    let mut released: VecDeque<Cid> = VecDeque::from([cid]);
-    while let Some(parent) = released.pop_front() {
+    // The block itself is released first; a queue is allocated only if it completes others.
+    let mut released: VecDeque<Cid> = VecDeque::new();
+    let mut first = Some(cid);
+    while let Some(parent) = first.take().or_else(|| released.pop_front()) {
         for child in store.take_waiting(&parent).map_err(store_err)? {
             let Some(parents) = store.pending_parents(&child).map_err(store_err)? else {
                 continue;
