@@ -66,17 +66,9 @@ pub(crate) fn encode_block(block: &Block) -> Result<Vec<u8>, &'static str> {
 }
 
 fn encode_delta(out: &mut Vec<u8>, delta: &Delta) -> Result<(), &'static str> {
-    // "delta": {6 entries} "docID": 40-byte text "bae-" …
-    out.extend_from_slice(b"\x65delta\xa6\x65docID\x78\x28bae-");
-    let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    out.extend_from_slice(
-        delta
-            .doc_id
-            .uuid()
-            .hyphenated()
-            .encode_lower(&mut id)
-            .as_bytes(),
-    );
+    // "delta": {6 entries} "docID": 40-byte text "bae-…", "fields"
+    out.extend_from_slice(b"\x65delta\xa6\x65docID\x78\x28");
+    write_doc_id(out, delta.doc_id);
     out.extend_from_slice(b"\x66fields");
     head(out, MAP, delta.fields.len() as u64);
     if lengths_ascend(delta.fields.keys()) {
@@ -171,6 +163,32 @@ pub(crate) fn encode_ipld(
     Ok(())
 }
 
+/// Appends a docID as `Display` writes it, `bae-` and the lowercase hyphenated UUID, without
+/// going through a formatter: the template, then each byte's two hex digits written over it
+/// in place (no intermediate buffer to copy).
+fn write_doc_id(out: &mut Vec<u8>, doc_id: crate::DocId) {
+    /// Where each byte's two hex digits go.
+    const PAIRS: [usize; 16] = [4, 6, 8, 10, 13, 15, 18, 20, 23, 25, 28, 30, 32, 34, 36, 38];
+    /// Each byte's two lowercase hex digits.
+    const HEX: [[u8; 2]; 256] = {
+        let digits = b"0123456789abcdef";
+        let mut table = [[0; 2]; 256];
+        let mut i = 0;
+        while i < 256 {
+            table[i] = [digits[i >> 4], digits[i & 0xf]];
+            i += 1;
+        }
+        table
+    };
+    let at = out.len();
+    out.extend_from_slice(b"bae-00000000-0000-0000-0000-000000000000");
+    let text: &mut [u8; 40] = (&mut out[at..]).try_into().expect("40 bytes appended");
+    let bytes = doc_id.to_bytes();
+    for i in 0..16 {
+        text[PAIRS[i]..PAIRS[i] + 2].copy_from_slice(&HEX[usize::from(bytes[i])]);
+    }
+}
+
 /// Whether keys in bytewise order have lengths that never decrease.
 fn lengths_ascend<'a>(mut keys: impl Iterator<Item = &'a String>) -> bool {
     let Some(mut previous) = keys.next() else {
@@ -190,11 +208,18 @@ fn canonical_key_order(a: &str, b: &str) -> std::cmp::Ordering {
         .then_with(|| a.as_bytes().cmp(b.as_bytes()))
 }
 
+#[inline]
 fn head(out: &mut Vec<u8>, major: u8, n: u64) {
-    let major = major << 5;
     if n < 24 {
-        out.push(major | n as u8);
-    } else if n <= u64::from(u8::MAX) {
+        out.push(major << 5 | n as u8);
+    } else {
+        long_head(out, major, n);
+    }
+}
+
+fn long_head(out: &mut Vec<u8>, major: u8, n: u64) {
+    let major = major << 5;
+    if n <= u64::from(u8::MAX) {
         out.extend_from_slice(&[major | 24, n as u8]);
     } else if n <= u64::from(u16::MAX) {
         out.push(major | 25);
@@ -208,6 +233,7 @@ fn head(out: &mut Vec<u8>, major: u8, n: u64) {
     }
 }
 
+#[inline]
 fn uint(out: &mut Vec<u8>, n: u64) {
     head(out, UINT, n);
 }
@@ -231,6 +257,7 @@ fn int(out: &mut Vec<u8>, i: i128) -> Result<(), &'static str> {
 
 /// Writes a text string whose CBOR encoding (header and bytes) is given whole: the keys and
 /// fixed strings of the format, written without computing their headers.
+#[inline]
 fn key(out: &mut Vec<u8>, encoded: &[u8]) {
     debug_assert_eq!(
         usize::from(encoded[0] - 0x60),
@@ -240,11 +267,13 @@ fn key(out: &mut Vec<u8>, encoded: &[u8]) {
     out.extend_from_slice(encoded);
 }
 
+#[inline]
 fn text(out: &mut Vec<u8>, s: &str) {
     head(out, TEXT, s.len() as u64);
     out.extend_from_slice(s.as_bytes());
 }
 
+#[inline]
 fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     head(out, BYTES, b.len() as u64);
     out.extend_from_slice(b);
@@ -253,8 +282,8 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
 fn cid_bytes(out: &mut Vec<u8>, cid: &Cid) {
     match sha256_v1_prefix(cid) {
         Some(prefix) => {
-            head(out, BYTES, 36);
-            out.extend_from_slice(&prefix);
+            let [a, b, c, d] = prefix;
+            out.extend_from_slice(&[BYTES << 5 | 24, 36, a, b, c, d]);
             out.extend_from_slice(cid.hash().digest());
         }
         None => {
@@ -267,15 +296,15 @@ fn cid_bytes(out: &mut Vec<u8>, cid: &Cid) {
 
 /// A link: tag 42 over the CID's binary form prefixed with the identity multibase (0x00).
 fn link(out: &mut Vec<u8>, cid: &Cid) {
-    head(out, TAG, 42);
     match sha256_v1_prefix(cid) {
         Some(prefix) => {
-            head(out, BYTES, 37);
-            out.push(0);
-            out.extend_from_slice(&prefix);
+            // Tag 42, a 37-byte string head, the identity multibase 0x00, prefix, digest.
+            let [a, b, c, d] = prefix;
+            out.extend_from_slice(&[TAG << 5 | 24, 42, BYTES << 5 | 24, 37, 0, a, b, c, d]);
             out.extend_from_slice(cid.hash().digest());
         }
         None => {
+            head(out, TAG, 42);
             head(out, BYTES, cid.encoded_len() as u64 + 1);
             out.push(0);
             // invariant: writing into a Vec cannot fail.
