@@ -398,6 +398,10 @@ pub(crate) struct Decoded {
 /// Recursion is bounded by `MAX_NESTING`, so nested values cannot exhaust the stack, and no
 /// allocation is sized by a length the input has not shown to hold.
 pub(crate) fn decode_block(data: &[u8]) -> Result<Decoded, String> {
+    decode(data).map_err(|e| *e.0)
+}
+
+fn decode(data: &[u8]) -> Result<Decoded, DecodeError> {
     let mut r = Reader {
         data,
         at: 0,
@@ -405,17 +409,14 @@ pub(crate) fn decode_block(data: &[u8]) -> Result<Decoded, String> {
     };
     let entries = r.len_of(MAP)?;
     if !(2..=4).contains(&entries) {
-        return Err(format!("a block has 2 to 4 entries, not {entries}"));
+        return Err(format!("a block has 2 to 4 entries, not {entries}").into());
     }
     r.key("delta")?;
     let delta = decode_delta(&mut r)?;
     r.key("heads")?;
     let n = r.len_of(ARRAY)?;
     if n > crate::block::MAX_LINKS as u64 {
-        return Err(format!(
-            "{n} parents, more than {}",
-            crate::block::MAX_LINKS
-        ));
+        return Err(format!("{n} parents, more than {}", crate::block::MAX_LINKS).into());
     }
     let mut heads = Vec::with_capacity(n as usize);
     for _ in 0..n {
@@ -438,7 +439,7 @@ pub(crate) fn decode_block(data: &[u8]) -> Result<Decoded, String> {
                         .map_err(|_| "signature is not 64 bytes")?,
                 );
             }
-            other => return Err(format!("unexpected block key {other:?}")),
+            other => return Err(format!("unexpected block key {other:?}").into()),
         }
     }
     r.end()?;
@@ -453,7 +454,7 @@ pub(crate) fn decode_block(data: &[u8]) -> Result<Decoded, String> {
     })
 }
 
-fn decode_delta(r: &mut Reader<'_>) -> Result<Delta, String> {
+fn decode_delta(r: &mut Reader<'_>) -> Result<Delta, DecodeError> {
     if r.len_of(MAP)? != 6 {
         return Err("a delta has 6 entries".into());
     }
@@ -470,10 +471,7 @@ fn decode_delta(r: &mut Reader<'_>) -> Result<Delta, String> {
     r.key("fields")?;
     let n = r.len_of(MAP)?;
     if n > crate::block::MAX_FIELDS as u64 {
-        return Err(format!(
-            "{n} fields, more than {}",
-            crate::block::MAX_FIELDS
-        ));
+        return Err(format!("{n} fields, more than {}", crate::block::MAX_FIELDS).into());
     }
     let mut fields = std::collections::BTreeMap::new();
     let mut previous: Option<&str> = None;
@@ -506,7 +504,7 @@ fn decode_delta(r: &mut Reader<'_>) -> Result<Delta, String> {
     })
 }
 
-fn decode_op(r: &mut Reader<'_>) -> Result<FieldOp, String> {
+fn decode_op(r: &mut Reader<'_>) -> Result<FieldOp, DecodeError> {
     if r.len_of(MAP)? != 3 {
         return Err("a field op has 3 entries".into());
     }
@@ -542,8 +540,28 @@ fn cid_from(bytes: &[u8]) -> Option<Cid> {
 }
 
 #[cold]
-fn wrong_major(expected: u8, found: u8) -> String {
-    format!("expected CBOR major type {expected}, found {found}")
+fn wrong_major(expected: u8, found: u8) -> DecodeError {
+    format!("expected CBOR major type {expected}, found {found}").into()
+}
+
+/// Why bytes are not a block: the message, boxed so that a result is at most two words and the
+/// reader's results come back in registers.
+#[derive(Debug)]
+#[allow(clippy::box_collection)] // One word, not the three of a `String`: the point.
+struct DecodeError(Box<String>);
+
+impl From<String> for DecodeError {
+    #[cold]
+    fn from(message: String) -> DecodeError {
+        DecodeError(Box::new(message))
+    }
+}
+
+impl From<&str> for DecodeError {
+    #[cold]
+    fn from(message: &str) -> DecodeError {
+        DecodeError(Box::new(message.to_owned()))
+    }
 }
 
 struct Reader<'a> {
@@ -590,7 +608,7 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn len_of(&mut self, major: u8) -> Result<u64, String> {
+    fn len_of(&mut self, major: u8) -> Result<u64, DecodeError> {
         match self.head()? {
             (m, n) if m == major => Ok(n),
             (m, _) => Err(wrong_major(major, m)),
@@ -610,19 +628,19 @@ impl<'a> Reader<'a> {
     }
 
     #[inline]
-    fn text(&mut self) -> Result<&'a str, String> {
+    fn text(&mut self) -> Result<&'a str, DecodeError> {
         std::str::from_utf8(self.text_bytes()?).map_err(|_| "text is not UTF-8".into())
     }
 
     /// A text string's bytes, not checked to be UTF-8.
     #[inline]
-    fn text_bytes(&mut self) -> Result<&'a [u8], String> {
+    fn text_bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.len_of(TEXT)?;
         Ok(self.take(n)?)
     }
 
     #[inline]
-    fn bytes(&mut self) -> Result<&'a [u8], String> {
+    fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
         let n = self.len_of(BYTES)?;
         Ok(self.take(n)?)
     }
@@ -630,7 +648,7 @@ impl<'a> Reader<'a> {
     /// Reads a map key that must be `expected` (compared as bytes: no UTF-8 check needed).
     /// Keys are short: the canonical form is one head byte and the key, compared at once.
     #[inline]
-    fn key(&mut self, expected: &str) -> Result<(), String> {
+    fn key(&mut self, expected: &str) -> Result<(), DecodeError> {
         let expected = expected.as_bytes();
         debug_assert!(expected.len() < 24, "a short key");
         let end = self.at + 1 + expected.len();
@@ -646,7 +664,7 @@ impl<'a> Reader<'a> {
 
     /// [`Reader::key`] when the key is not in canonical form at the head of the input.
     #[cold]
-    fn key_in_any_form(&mut self, expected: &[u8]) -> Result<(), String> {
+    fn key_in_any_form(&mut self, expected: &[u8]) -> Result<(), DecodeError> {
         let n = self.len_of(TEXT)?;
         match self.take(n)? {
             key if key == expected => Ok(()),
@@ -654,31 +672,32 @@ impl<'a> Reader<'a> {
                 "expected key {:?}, found {:?}",
                 String::from_utf8_lossy(expected),
                 String::from_utf8_lossy(key)
-            )),
+            )
+            .into()),
         }
     }
 
     #[inline]
-    fn uint(&mut self) -> Result<u64, String> {
+    fn uint(&mut self) -> Result<u64, DecodeError> {
         self.len_of(UINT)
     }
 
-    fn int(&mut self) -> Result<i128, String> {
+    fn int(&mut self) -> Result<i128, DecodeError> {
         match self.head()? {
             (UINT, n) => Ok(n.into()),
             (NEGINT, n) => Ok(-1 - i128::from(n)),
-            (m, _) => Err(format!("expected an integer, found major type {m}")),
+            (m, _) => Err(format!("expected an integer, found major type {m}").into()),
         }
     }
 
-    fn cid_bytes(&mut self, what: &str) -> Result<Cid, String> {
+    fn cid_bytes(&mut self, what: &str) -> Result<Cid, DecodeError> {
         let bytes = self.bytes()?;
         let cid = cid_from(bytes).ok_or_else(|| format!("{what} is not a CID"))?;
         self.check_cid_form(&cid, bytes);
         Ok(cid)
     }
 
-    fn link(&mut self) -> Result<Cid, String> {
+    fn link(&mut self) -> Result<Cid, DecodeError> {
         if self.head()? != (TAG, 42) {
             return Err("expected a link (tag 42)".into());
         }
@@ -712,7 +731,7 @@ impl<'a> Reader<'a> {
         *previous = Some(key);
     }
 
-    fn ipld(&mut self, depth: usize) -> Result<Ipld, String> {
+    fn ipld(&mut self, depth: usize) -> Result<Ipld, DecodeError> {
         if depth > MAX_NESTING {
             return Err("nested too deeply".into());
         }
@@ -748,7 +767,7 @@ impl<'a> Reader<'a> {
                 self.at = start;
                 Ipld::Link(self.link()?)
             }
-            (TAG, tag) => return Err(format!("tag {tag} is not allowed in DAG-CBOR")),
+            (TAG, tag) => return Err(format!("tag {tag} is not allowed in DAG-CBOR").into()),
             (_, n @ 20..=22) => {
                 // false, true or null. The encoder writes them in one byte; an argument of
                 // 20 to 22 in a longer head (even a float's bits) reads as the same value.
@@ -773,7 +792,7 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn end(&self) -> Result<(), String> {
+    fn end(&self) -> Result<(), DecodeError> {
         if self.at != self.data.len() {
             return Err("trailing bytes after the block".into());
         }
