@@ -1,4 +1,5 @@
-//! The canonical DAG-CBOR encoder for blocks, and a nesting check that runs before decoding.
+//! The canonical DAG-CBOR encoder for blocks, the strict block decoder, and a nesting check
+//! that runs before decoding other DAG-CBOR.
 //!
 //! Why not `serde_ipld_dagcbor` for encoding: it is correct but slow for this job — it encodes
 //! every map entry into a buffer of its own, then sorts and copies the buffers, at every level.
@@ -97,12 +98,18 @@ fn encode_delta(out: &mut Vec<u8>, delta: &Delta) -> Result<(), &'static str> {
     Ok(())
 }
 
+#[inline]
 fn encode_op(out: &mut Vec<u8>, op: &FieldOp) -> Result<(), &'static str> {
     match op {
         FieldOp::Lww { priority, value } => {
             // {3 entries} "crdt": "lww", "value": …
             out.extend_from_slice(b"\xa3\x64crdt\x63lww\x65value");
-            encode_ipld(out, value, 4)?;
+            match value {
+                // The common scalars without the recursive call (no nesting to check).
+                Ipld::String(s) => text(out, s),
+                Ipld::Integer(i) => int(out, *i)?,
+                _ => encode_ipld(out, value, 4)?,
+            }
             key(out, b"\x68priority");
             uint(out, *priority);
         }
@@ -238,6 +245,7 @@ fn uint(out: &mut Vec<u8>, n: u64) {
     head(out, UINT, n);
 }
 
+#[inline]
 fn int(out: &mut Vec<u8>, i: i128) -> Result<(), &'static str> {
     if i >= 0 {
         head(
@@ -279,6 +287,7 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+#[inline]
 fn cid_bytes(out: &mut Vec<u8>, cid: &Cid) {
     match sha256_v1_prefix(cid) {
         Some(prefix) => {
@@ -295,6 +304,7 @@ fn cid_bytes(out: &mut Vec<u8>, cid: &Cid) {
 }
 
 /// A link: tag 42 over the CID's binary form prefixed with the identity multibase (0x00).
+#[inline]
 fn link(out: &mut Vec<u8>, cid: &Cid) {
     match sha256_v1_prefix(cid) {
         Some(prefix) => {
@@ -315,6 +325,7 @@ fn link(out: &mut Vec<u8>, cid: &Cid) {
 
 /// The 4-byte binary prefix of a CIDv1 with a one-byte codec and a sha2-256 digest — every
 /// CID Hypha makes — so such CIDs are written without varint encoding.
+#[inline]
 fn sha256_v1_prefix(cid: &Cid) -> Option<[u8; 4]> {
     let codec = u8::try_from(cid.codec()).ok().filter(|c| *c < 0x80)?;
     let sha256 = cid.hash().code() == crate::cid::SHA2_256 && cid.hash().size() == 32;
