@@ -543,11 +543,18 @@ fn decode_op(r: &mut Reader<'_>) -> Result<FieldOp, DecodeError> {
 fn cid_from(bytes: &[u8]) -> Option<Cid> {
     match bytes {
         [0x01, codec @ 0..0x80, 0x12, 0x20, digest @ ..] if digest.len() == 32 => {
-            let hash = cid::multihash::Multihash::wrap(crate::cid::SHA2_256, digest).ok()?;
-            Some(Cid::new_v1(u64::from(*codec), hash))
+            Some(sha256_v1_cid(*codec, digest))
         }
         _ => Cid::try_from(bytes).ok(),
     }
+}
+
+/// The CIDv1 with a one-byte `codec` and the sha2-256 `digest` (32 bytes).
+#[inline]
+fn sha256_v1_cid(codec: u8, digest: &[u8]) -> Cid {
+    // invariant: callers pass 32 bytes, which a 64-byte multihash holds.
+    let hash = cid::multihash::Multihash::wrap(crate::cid::SHA2_256, digest).expect("32 bytes");
+    Cid::new_v1(u64::from(codec), hash)
 }
 
 #[cold]
@@ -702,6 +709,15 @@ impl<'a> Reader<'a> {
     }
 
     fn cid_bytes(&mut self, what: &str) -> Result<Cid, DecodeError> {
+        // The form the encoder writes for the CIDs Hypha makes, whole: a 36-byte string head,
+        // then what `cid_from` reads directly. Canonical by construction.
+        if let Some([0x58, 36, 0x01, codec @ 0..0x80, 0x12, 0x20, digest @ ..]) =
+            self.data.get(self.at..self.at + 38)
+        {
+            let cid = sha256_v1_cid(*codec, digest);
+            self.at += 38;
+            return Ok(cid);
+        }
         let bytes = self.bytes()?;
         let cid = cid_from(bytes).ok_or_else(|| format!("{what} is not a CID"))?;
         self.check_cid_form(&cid, bytes);
@@ -709,6 +725,26 @@ impl<'a> Reader<'a> {
     }
 
     fn link(&mut self) -> Result<Cid, DecodeError> {
+        // As in `cid_bytes`: tag 42, a 37-byte string head, the identity multibase, the CID.
+        if let Some(
+            [
+                0xd8,
+                42,
+                0x58,
+                37,
+                0x00,
+                0x01,
+                codec @ 0..0x80,
+                0x12,
+                0x20,
+                digest @ ..,
+            ],
+        ) = self.data.get(self.at..self.at + 41)
+        {
+            let cid = sha256_v1_cid(*codec, digest);
+            self.at += 41;
+            return Ok(cid);
+        }
         if self.head()? != (TAG, 42) {
             return Err("expected a link (tag 42)".into());
         }
