@@ -45,10 +45,28 @@ const SIMPLE: u8 = 7;
 /// [-2^64, 2^64 - 1]) or nesting deeper than [`MAX_NESTING`].
 pub(crate) fn encode_block(block: &Block) -> Result<Vec<u8>, &'static str> {
     let mut out = Vec::with_capacity(384 + 40 * block.heads.len());
-    let entries = 2 + usize::from(block.author.is_some()) + usize::from(block.signature.is_some());
-    head(&mut out, MAP, entries as u64);
+    let entries = 2 + u8::from(block.author.is_some()) + u8::from(block.signature.is_some());
     // Canonical order: shorter keys first, then bytewise. Runs of fixed bytes (keys, headers
-    // of known size) are written as one piece.
+    // of known size) are written as one piece: here {2-4 entries} "delta": {6 entries}
+    // "docID": the head of a 40-byte text.
+    out.extend_from_slice(&[
+        MAP << 5 | entries,
+        0x65,
+        b'd',
+        b'e',
+        b'l',
+        b't',
+        b'a',
+        MAP << 5 | 6,
+        0x65,
+        b'd',
+        b'o',
+        b'c',
+        b'I',
+        b'D',
+        TEXT << 5 | 24,
+        40,
+    ]);
     encode_delta(&mut out, &block.delta)?;
     key(&mut out, b"\x65heads");
     head(&mut out, ARRAY, block.heads.len() as u64);
@@ -67,12 +85,18 @@ pub(crate) fn encode_block(block: &Block) -> Result<Vec<u8>, &'static str> {
 }
 
 fn encode_delta(out: &mut Vec<u8>, delta: &Delta) -> Result<(), &'static str> {
-    // "delta": {6 entries} "docID": 40-byte text "bae-…", "fields"
-    out.extend_from_slice(b"\x65delta\xa6\x65docID\x78\x28");
+    // The docID's text, then "fields" and the head of its map.
     write_doc_id(out, delta.doc_id);
-    out.extend_from_slice(b"\x66fields");
-    head(out, MAP, delta.fields.len() as u64);
-    if lengths_ascend(delta.fields.keys()) {
+    match u8::try_from(delta.fields.len()) {
+        Ok(n @ 0..24) => {
+            out.extend_from_slice(&[0x66, b'f', b'i', b'e', b'l', b'd', b's', MAP << 5 | n])
+        }
+        _ => {
+            key(out, b"\x66fields");
+            head(out, MAP, delta.fields.len() as u64);
+        }
+    }
+    if delta.fields.len() <= 1 || lengths_ascend(delta.fields.keys()) {
         // Bytewise order with lengths that never decrease is already canonical order.
         for (name, op) in &delta.fields {
             text(out, name);
@@ -110,8 +134,14 @@ fn encode_op(out: &mut Vec<u8>, op: &FieldOp) -> Result<(), &'static str> {
                 Ipld::Integer(i) => int(out, *i)?,
                 _ => encode_ipld(out, value, 4)?,
             }
-            key(out, b"\x68priority");
-            uint(out, *priority);
+            match u8::try_from(*priority) {
+                Ok(p @ 0..24) => out
+                    .extend_from_slice(&[0x68, b'p', b'r', b'i', b'o', b'r', b'i', b't', b'y', p]),
+                _ => {
+                    key(out, b"\x68priority");
+                    uint(out, *priority);
+                }
+            }
         }
         FieldOp::Counter { crdt, value, nonce } => {
             out.extend_from_slice(b"\xa3\x64crdt");
@@ -289,11 +319,10 @@ fn bytes(out: &mut Vec<u8>, b: &[u8]) {
 
 #[inline]
 fn cid_bytes(out: &mut Vec<u8>, cid: &Cid) {
-    match sha256_v1_prefix(cid) {
-        Some(prefix) => {
-            let [a, b, c, d] = prefix;
+    match sha256_v1_parts(cid) {
+        Some(([a, b, c, d], digest)) => {
             out.extend_from_slice(&[BYTES << 5 | 24, 36, a, b, c, d]);
-            out.extend_from_slice(cid.hash().digest());
+            out.extend_from_slice(digest);
         }
         None => {
             head(out, BYTES, cid.encoded_len() as u64);
@@ -306,12 +335,11 @@ fn cid_bytes(out: &mut Vec<u8>, cid: &Cid) {
 /// A link: tag 42 over the CID's binary form prefixed with the identity multibase (0x00).
 #[inline]
 fn link(out: &mut Vec<u8>, cid: &Cid) {
-    match sha256_v1_prefix(cid) {
-        Some(prefix) => {
+    match sha256_v1_parts(cid) {
+        Some(([a, b, c, d], digest)) => {
             // Tag 42, a 37-byte string head, the identity multibase 0x00, prefix, digest.
-            let [a, b, c, d] = prefix;
             out.extend_from_slice(&[TAG << 5 | 24, 42, BYTES << 5 | 24, 37, 0, a, b, c, d]);
-            out.extend_from_slice(cid.hash().digest());
+            out.extend_from_slice(digest);
         }
         None => {
             head(out, TAG, 42);
@@ -327,9 +355,16 @@ fn link(out: &mut Vec<u8>, cid: &Cid) {
 /// CID Hypha makes — so such CIDs are written without varint encoding.
 #[inline]
 fn sha256_v1_prefix(cid: &Cid) -> Option<[u8; 4]> {
+    sha256_v1_parts(cid).map(|(prefix, _)| prefix)
+}
+
+/// [`sha256_v1_prefix`] and the digest, as an array: written with a copy of known size.
+#[inline]
+fn sha256_v1_parts(cid: &Cid) -> Option<([u8; 4], &[u8; 32])> {
     let codec = u8::try_from(cid.codec()).ok().filter(|c| *c < 0x80)?;
-    let sha256 = cid.hash().code() == crate::cid::SHA2_256 && cid.hash().size() == 32;
-    (cid.version() == cid::Version::V1 && sha256).then_some([0x01, codec, 0x12, 0x20])
+    let digest: &[u8; 32] = cid.hash().digest().try_into().ok()?;
+    let sha256 = cid.hash().code() == crate::cid::SHA2_256;
+    (cid.version() == cid::Version::V1 && sha256).then_some(([0x01, codec, 0x12, 0x20], digest))
 }
 
 /// Encodes a document state as the DAG-CBOR its `Serialize` impl describes (serde's field
