@@ -1392,18 +1392,9 @@ mod tests {
 
     /// Each form the decoder reads but the encoder never writes, made by hand: the block is
     /// refused as not canonical, exactly as re-encoding it refuses it.
-    #[test]
-    fn each_non_canonical_form_is_refused() {
-        let mut fields = BTreeMap::new();
-        for (name, value) in [
-            ("a", Ipld::Bool(true)),
-            ("b", Ipld::Float(2.5)),
-            ("c", Ipld::Integer(7)),
-            ("d", Ipld::Map([("k".to_owned(), Ipld::Null)].into())),
-        ] {
-            fields.insert(name.to_owned(), FieldOp::Lww { priority: 1, value });
-        }
-        let block = Block {
+    /// An unsigned block of document 1 in collection "T" with one head and `fields`.
+    fn unsigned_block(fields: BTreeMap<String, FieldOp>) -> Block {
+        Block {
             heads: vec![dag_cbor_cid(b"p")],
             delta: Delta {
                 doc_id: DocId::from_bytes([1; 16]),
@@ -1415,7 +1406,21 @@ mod tests {
             },
             author: None,
             signature: None,
-        };
+        }
+    }
+
+    #[test]
+    fn each_non_canonical_form_is_refused() {
+        let mut fields = BTreeMap::new();
+        for (name, value) in [
+            ("a", Ipld::Bool(true)),
+            ("b", Ipld::Float(2.5)),
+            ("c", Ipld::Integer(7)),
+            ("d", Ipld::Map([("k".to_owned(), Ipld::Null)].into())),
+        ] {
+            fields.insert(name.to_owned(), FieldOp::Lww { priority: 1, value });
+        }
+        let block = unsigned_block(fields);
         let bytes = encode_block(&block).unwrap();
         assert!(VerifiedBlock::decode(&bytes, None).is_ok());
         let find = |needle: &[u8]| {
@@ -1522,19 +1527,7 @@ mod tests {
                 value: Ipld::String(marker.clone()),
             },
         );
-        let block = Block {
-            heads: vec![dag_cbor_cid(b"p")],
-            delta: Delta {
-                doc_id: DocId::from_bytes([1; 16]),
-                collection: CollectionId::derive("hypha", "T"),
-                schema_version: SchemaVersionId(dag_cbor_cid(b"v")),
-                priority: 2,
-                status: Status::Active,
-                fields,
-            },
-            author: None,
-            signature: None,
-        };
+        let block = unsigned_block(fields);
         let bytes = encode_block(&block).unwrap();
         let mut encoded_marker = vec![0x78, 40];
         encoded_marker.extend_from_slice(marker.as_bytes());

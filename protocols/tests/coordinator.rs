@@ -289,6 +289,12 @@ impl Solo {
         Solo { node, store, now }
     }
 
+    /// Commits `mutation` (durably) and hands the result to the node.
+    fn persist(&mut self, token: node::PersistToken, mutation: Mutation, now: Instant) {
+        let result = self.store.commit(mutation).map(|r| r.committed);
+        self.node.handle_persisted(token, result, &self.store, now);
+    }
+
     fn events(&mut self) -> Vec<Event<u8>> {
         while self.node.poll_command().is_some() {}
         std::iter::from_fn(|| self.node.poll_event()).collect()
@@ -445,12 +451,7 @@ fn a_push_is_acknowledged_only_once_a_barrier_behind_it_is_durable() {
                 match c {
                     Command::Persist {
                         token, mutation, ..
-                    } => {
-                        let result = source.store.commit(mutation).map(|r| r.committed);
-                        source
-                            .node
-                            .handle_persisted(token, result, &source.store, now);
-                    }
+                    } => source.persist(token, mutation, now),
                     Command::Transmit {
                         protocol, frame, ..
                     } => target
@@ -472,10 +473,7 @@ fn a_push_is_acknowledged_only_once_a_barrier_behind_it_is_durable() {
                             held.push(token);
                             continue;
                         }
-                        let result = target.store.commit(mutation).map(|r| r.committed);
-                        target
-                            .node
-                            .handle_persisted(token, result, &target.store, now);
+                        target.persist(token, mutation, now);
                     }
                     Command::Transmit {
                         protocol, frame, ..
@@ -518,10 +516,7 @@ fn a_push_is_acknowledged_only_once_a_barrier_behind_it_is_durable() {
         "but the block is there"
     );
     for token in held.drain(..) {
-        let result = target.store.commit(Mutation::Barrier).map(|r| r.committed);
-        target
-            .node
-            .handle_persisted(token, result, &target.store, now);
+        target.persist(token, Mutation::Barrier, now);
     }
     pump(&mut source, &mut target, &mut held);
     assert_eq!(
