@@ -729,6 +729,10 @@ struct InboundPush {
     outstanding: usize,
     fetch: Option<RequestId>,
     fetched: bool,
+    /// The barrier whose durable result acknowledges the push. Only that barrier answers it,
+    /// and only while the push is held: a push dropped with its connection is never answered
+    /// (its source's retry is).
+    barrier: Option<PersistToken>,
 }
 
 /// Why a backfill request was made.
@@ -1035,14 +1039,19 @@ impl<P: Peer> Node<P> {
                 self.catch_up(peer, store, now);
             }
             Purpose::AckPush { peer, id } => {
-                let status = match result {
-                    Ok(_) => replicator::Status::Durable,
-                    Err(error) => {
-                        self.events.push_back(Event::PersistFailed { error });
-                        replicator::Status::Busy
-                    }
-                };
-                self.replicator.respond(peer, id, status, now);
+                // Unless the push went with its connection (or a new push took its id).
+                let held = self.inbound.get(&(peer, id)).and_then(|p| p.barrier);
+                if held == Some(token) {
+                    self.inbound.remove(&(peer, id));
+                    let status = match result {
+                        Ok(_) => replicator::Status::Durable,
+                        Err(error) => {
+                            self.events.push_back(Event::PersistFailed { error });
+                            replicator::Status::Busy
+                        }
+                    };
+                    self.replicator.respond(peer, id, status, now);
+                }
             }
             Purpose::Quiet => {}
         }
@@ -1490,6 +1499,7 @@ impl<P: Peer> Node<P> {
             outstanding: 0,
             fetch: None,
             fetched: false,
+            barrier: None,
         };
         self.inbound.insert((peer, id), push);
         for block in blocks {
@@ -1520,7 +1530,7 @@ impl<P: Peer> Node<P> {
         let Some(push) = self.inbound.get(&(peer, id)) else {
             return;
         };
-        if push.outstanding > 0 || push.fetch.is_some() {
+        if push.outstanding > 0 || push.fetch.is_some() || push.barrier.is_some() {
             return;
         }
         let (doc, heads, fetched) = (push.doc, push.heads.clone(), push.fetched);
@@ -1541,8 +1551,10 @@ impl<P: Peer> Node<P> {
         if missing.is_empty() {
             // Every head is applied, and visible; some perhaps not yet durable (this push's
             // blocks, or blocks received over pubsub a moment ago): ack behind a barrier.
-            self.inbound.remove(&(peer, id));
-            self.persist(Mutation::Barrier, Purpose::AckPush { peer, id });
+            let token = self.persist(Mutation::Barrier, Purpose::AckPush { peer, id });
+            if let Some(push) = self.inbound.get_mut(&(peer, id)) {
+                push.barrier = Some(token);
+            }
             return;
         }
         if !fetched {

@@ -418,6 +418,18 @@ fn a_mutation_is_reported_only_once_persisted() {
 /// *durable*: while the barrier is held back, no ack leaves the target.
 #[test]
 fn a_push_is_acknowledged_only_once_a_barrier_behind_it_is_durable() {
+    push_behind_a_held_barrier(false);
+}
+
+/// The same, with the source's connection gone while the barrier was held: the push went with
+/// it, and its barrier answers nothing (a stale ack on a new connection would be a violation
+/// charged to an honest target).
+#[test]
+fn a_push_whose_connection_closed_behind_its_barrier_is_never_answered() {
+    push_behind_a_held_barrier(true);
+}
+
+fn push_behind_a_held_barrier(disconnect: bool) {
     let mut source = Solo::with_id(1);
     let mut target = Solo::with_id(2);
     let now = source.now.max(target.now);
@@ -515,8 +527,26 @@ fn a_push_is_acknowledged_only_once_a_barrier_behind_it_is_durable() {
         1,
         "but the block is there"
     );
+    if disconnect {
+        target.node.handle_disconnected(1, &target.store, now);
+    }
     for token in held.drain(..) {
         target.persist(token, Mutation::Barrier, now);
+    }
+    if disconnect {
+        let acks = std::iter::from_fn(|| target.node.poll_command())
+            .filter(|c| {
+                matches!(
+                    c,
+                    Command::Transmit {
+                        protocol: node::Protocol::Replicator,
+                        ..
+                    }
+                )
+            })
+            .count();
+        assert_eq!(acks, 0, "a push gone with its connection is not answered");
+        return;
     }
     pump(&mut source, &mut target, &mut held);
     assert_eq!(
