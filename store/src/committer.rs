@@ -161,7 +161,7 @@ pub(crate) fn run(
             // Nothing is visible and not durable between batches: the barriers are passed.
             let commit = counters.commits.load(Ordering::SeqCst);
             for job in batch.drain(..) {
-                counters.barriers.fetch_add(1, Ordering::Relaxed);
+                counters.count(&job.mutation);
                 let committed = Committed::Meta { changed: false };
                 job.answer(Stage::Durable, Ok(Receipt { commit, committed }));
             }

@@ -70,8 +70,28 @@ const READ: u64 = 4;
 const SET_LEN: u64 = 8;
 
 impl Faulty {
+    /// A backend over an empty disk that fails what `fault` picks.
+    fn new(fault: Arc<Fault>) -> Faulty {
+        Faulty {
+            disk: Arc::default(),
+            fault,
+        }
+    }
+
     fn disk(&self) -> MutexGuard<'_, Disk> {
         self.disk.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A power loss: what was written since the last `sync_data` is gone.
+    fn lose_power(&self) {
+        let mut disk = self.disk();
+        disk.written = disk.synced.clone();
+    }
+
+    /// Opens (or creates) the store on this disk, as every run here does.
+    fn open(&self) -> Result<Store, OpenError> {
+        let config = Config::new(Author::unsigned([1; 32])).with_namespace(NAMESPACE);
+        open_on(self.clone(), "fuzz", config)
     }
 
     /// Whether this operation of `kind` fails.
@@ -249,17 +269,12 @@ fn run_plan(plan: &Plan) {
         torn: plan.torn,
         tripped: AtomicBool::new(false),
     });
-    let disk = Arc::new(Mutex::new(Disk::default()));
-    let backend = Faulty {
-        disk: Arc::clone(&disk),
-        fault: Arc::clone(&fault),
-    };
-    let config = || Config::new(Author::unsigned([1; 32])).with_namespace(NAMESPACE);
+    let backend = Faulty::new(Arc::clone(&fault));
     let foreign = foreign_blocks();
     let mut acked = Acked::default();
     let mut docs = Vec::new();
     // Opening may fail (typed) when the fault trips during it; so may every mutation.
-    let mut store = open_on(backend.clone(), "fuzz", config()).ok();
+    let mut store = backend.open().ok();
     // A store whose creation failed part-way may be refused later (typed), like a truncated
     // file: only a store that was created once must reopen.
     let mut created = store.is_some();
@@ -308,7 +323,7 @@ fn run_plan(plan: &Plan) {
             }
             Op::Restart => {
                 drop(store.take());
-                store = open_on(backend.clone(), "fuzz", config()).ok();
+                store = backend.open().ok();
                 created |= store.is_some();
                 continue;
             }
@@ -344,15 +359,14 @@ fn run_plan(plan: &Plan) {
     // Restart with the fault off, on the bytes a process crash or a power loss leaves.
     fault.armed.store(false, Ordering::SeqCst);
     if plan.power_loss {
-        let mut d = disk.lock().unwrap_or_else(|p| p.into_inner());
-        d.written = d.synced.clone();
+        backend.lose_power();
     }
-    let store = match open_on(backend.clone(), "fuzz", config()) {
+    let store = match backend.open() {
         Ok(store) => store,
         Err(e) if created => panic!("reopening after the faults failed: {e:#?}"),
         Err(_) => {
-            *disk.lock().unwrap_or_else(|p| p.into_inner()) = Disk::default();
-            open_on(backend, "fuzz", config()).expect("a new store opens")
+            *backend.disk() = Disk::default();
+            backend.open().expect("a new store opens")
         }
     };
     let blocks = store
@@ -443,13 +457,8 @@ mod tests {
             kinds: AtomicU64::new(SYNC),
             ..Fault::default()
         });
-        let disk = Arc::new(Mutex::new(Disk::default()));
-        let backend = Faulty {
-            disk: Arc::clone(&disk),
-            fault: Arc::clone(&fault),
-        };
-        let config = || Config::new(Author::unsigned([1; 32])).with_namespace(NAMESPACE);
-        let store = open_on(backend.clone(), "fuzz", config()).expect("opens");
+        let backend = Faulty::new(Arc::clone(&fault));
+        let store = backend.open().expect("opens");
         store
             .commit(Mutation::AddSchema { sdl: SDL.into() })
             .expect("schema");
@@ -467,11 +476,8 @@ mod tests {
         ));
         drop(store);
         fault.armed.store(false, Ordering::SeqCst);
-        {
-            let mut d = disk.lock().unwrap_or_else(|p| p.into_inner());
-            d.written = d.synced.clone();
-        }
-        let store = open_on(backend, "fuzz", config()).expect("reopens");
+        backend.lose_power();
+        let store = backend.open().expect("reopens");
         assert!(!store.contains(&block.cid()).expect("readable"));
         store.verify_blocks().expect("verifies");
         store.verify_sync_index().expect("the sync index verifies");

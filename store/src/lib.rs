@@ -24,9 +24,11 @@
 //! from peers, which are owed no acknowledgement and come back by head exchange if a crash
 //! loses them: the document is readable on the receiver (about 0.1 ms) without waiting for the
 //! fsync (0.5–0.7 ms of a 10-page commit on the disk where it was measured). Whoever acted on a
-//! visible read and then promises durability first passes a [`Mutation::Barrier`]. A mutation that is refused (unknown collection, invalid JSON, a block the merge
-//! rejects, a limit) writes nothing and fails alone. A storage failure rolls back its whole
-//! batch and fails every mutation in it.
+//! visible read and then promises durability first passes a [`Mutation::Barrier`].
+//!
+//! A mutation that is refused (unknown collection, invalid JSON, a block the merge rejects, a
+//! limit) writes nothing and fails alone. A storage failure rolls back its whole batch and
+//! fails every mutation in it.
 //!
 //! Every block's bytes are re-hashed against its CID when written (an assertion: the bytes
 //! come from a [`hypha_crdt::VerifiedBlock`]) and again whenever they are read; a read whose
@@ -42,8 +44,8 @@
 //! `Durability::Immediate` (one fsync) and the tickets learn [`Stage::Durable`]. Any other
 //! batch — local writes and metadata only, or a full batch under load — commits with
 //! `Durability::Immediate` at once, as one transaction. At most one batch is ever visible and
-//! not durable. Concurrent writers therefore share fsyncs: [`Stats::commits`] counts them and [`Receipt::commit`] says which one carried a
-//! mutation. When the queue is full, [`Store::submit`] blocks (back-pressure) and
+//! not durable. Concurrent writers therefore share fsyncs: [`Stats::commits`] counts them and
+//! [`Receipt::commit`] says which one carried a mutation. When the queue is full, [`Store::submit`] blocks (back-pressure) and
 //! [`Store::try_submit`] returns [`CommitError::Busy`].
 //!
 //! # Outboxes

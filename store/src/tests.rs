@@ -75,6 +75,11 @@ fn ingest_applied(store: &Store, block: &hypha_crdt::VerifiedBlock) -> Vec<hypha
     applied
 }
 
+/// Another replica of the Books schema, making the blocks a store receives.
+fn remote() -> Replica {
+    Replica::new(parse_sdl("hypha", SDL).unwrap(), Author::unsigned([2; 32]))
+}
+
 fn books(store: &Store) -> hypha_crdt::CollectionId {
     store.collection("Books").unwrap().unwrap().id()
 }
@@ -196,8 +201,7 @@ fn refused_mutations_write_nothing() {
 
 #[test]
 fn rejected_block_writes_nothing_and_fails_alone() {
-    let schema = parse_sdl("hypha", SDL).unwrap();
-    let mut remote = Replica::new(schema, Author::unsigned([2; 32]));
+    let mut remote = remote();
     let (doc, genesis) = remote.create("Books", &json!({"name": "Dune"})).unwrap();
     let update = remote.update(doc, &json!({"name": "Dune 2"})).unwrap();
     // A pending set of size 0 refuses any block that must wait.
@@ -221,8 +225,7 @@ fn rejected_block_writes_nothing_and_fails_alone() {
 
 #[test]
 fn drop_pending_evicts_orphans_and_what_waits_for_their_parents() {
-    let schema = parse_sdl("hypha", SDL).unwrap();
-    let mut remote = Replica::new(schema, Author::unsigned([2; 32]));
+    let mut remote = remote();
     let (doc, genesis) = remote.create("Books", &json!({"name": "Dune"})).unwrap();
     let u1 = remote.update(doc, &json!({"likes": 1})).unwrap();
     for (store, _dir) in stores() {
@@ -258,8 +261,7 @@ fn drop_pending_evicts_orphans_and_what_waits_for_their_parents() {
 
 #[test]
 fn received_blocks_wait_as_pending_and_cascade_into_outboxes() {
-    let schema = parse_sdl("hypha", SDL).unwrap();
-    let mut remote = Replica::new(schema, Author::unsigned([2; 32]));
+    let mut remote = remote();
     let (doc, genesis) = remote.create("Books", &json!({"name": "Dune"})).unwrap();
     let u1 = remote.update(doc, &json!({"likes": 1})).unwrap();
     let u2 = remote.update(doc, &json!({"likes": 1})).unwrap();
@@ -540,8 +542,7 @@ fn a_received_block_is_visible_then_durable_and_a_barrier_behind_it_costs_no_com
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("s.redb"), config()).unwrap();
     with_schema(&store);
-    let mut remote = Replica::new(parse_sdl("hypha", SDL).unwrap(), Author::unsigned([2; 32]));
-    let (_, genesis) = remote.create("Books", &json!({"name": "Dune"})).unwrap();
+    let (_, genesis) = remote().create("Books", &json!({"name": "Dune"})).unwrap();
     let before = store.stats().unwrap().commits;
     let mut ticket = store.submit(Mutation::Ingest {
         block: genesis.clone(),
@@ -573,8 +574,7 @@ fn a_received_block_is_visible_then_durable_and_a_barrier_behind_it_costs_no_com
 /// then.
 #[test]
 fn local_writes_and_full_batches_commit_durably_at_once() {
-    let mut remote = Replica::new(parse_sdl("hypha", SDL).unwrap(), Author::unsigned([2; 32]));
-    let (_, genesis) = remote.create("Books", &json!({"name": "Dune"})).unwrap();
+    let (_, genesis) = remote().create("Books", &json!({"name": "Dune"})).unwrap();
     let local = Mutation::Create {
         collection: "Books".into(),
         document: json!({"name": "x"}),
@@ -665,8 +665,7 @@ fn assert_sync_index_current(store: &Store) {
 
 #[test]
 fn sync_index_follows_every_heads_change() {
-    let schema = parse_sdl("hypha", SDL).unwrap();
-    let mut remote = Replica::new(schema, Author::unsigned([2; 32]));
+    let mut remote = remote();
     let (rdoc, genesis) = remote.create("Books", &json!({"name": "Remote"})).unwrap();
     let u1 = remote.update(rdoc, &json!({"likes": 1})).unwrap();
     let u2 = remote.update(rdoc, &json!({"likes": 1})).unwrap();
