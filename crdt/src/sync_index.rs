@@ -117,7 +117,7 @@ use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::traits::Identity;
 use sha2::{Digest, Sha256, Sha512};
 
-use crate::cid::Cid;
+use crate::cid::{Cid, CidBytes};
 use crate::document::DocId;
 use crate::schema::CollectionId;
 
@@ -136,14 +136,14 @@ impl ItemHash {
         hasher.update(doc.to_bytes());
         if heads.is_sorted_by(|a, b| a < b) {
             for head in heads {
-                hasher.update(head.to_bytes());
+                hasher.update(&*CidBytes::new(head));
             }
         } else {
             let mut sorted = heads.to_vec();
             sorted.sort_unstable();
             sorted.dedup();
             for head in &sorted {
-                hasher.update(head.to_bytes());
+                hasher.update(&*CidBytes::new(head));
             }
         }
         ItemHash(hasher.finalize().into())

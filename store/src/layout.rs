@@ -1,5 +1,6 @@
 //! Tables and the byte layouts of their keys and values (documented in the crate docs).
 
+use hypha_crdt::cid::CidBytes;
 use hypha_crdt::sync_index::{ItemHash, Root};
 use hypha_crdt::{AppliedMeta, Cid, CollectionId, DocId};
 
@@ -168,7 +169,9 @@ pub(crate) fn waiting_key(parent: &Cid, child: &Cid) -> Vec<u8> {
 // ---- collection_docs: collection id (raw CID, 36 bytes) ‖ doc_id[16] → deleted u8 ----
 
 pub(crate) fn collection_doc_key(collection: CollectionId, doc: DocId) -> Vec<u8> {
-    let mut key = collection.0.to_bytes();
+    let collection = CidBytes::new(&collection.0);
+    let mut key = Vec::with_capacity(collection.len() + DOC_ID_LEN);
+    key.extend_from_slice(&collection);
     key.extend_from_slice(&doc.to_bytes());
     key
 }

@@ -176,6 +176,7 @@ mod layout;
 mod meta;
 mod mutation;
 mod read;
+mod recent;
 mod sync;
 
 use std::path::{Path, PathBuf};

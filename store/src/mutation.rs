@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use hypha_crdt::cid::dag_cbor_cid;
+use hypha_crdt::cid::{CidBytes, dag_cbor_cid};
 use hypha_crdt::{
     AppliedMeta, Author, Cid, Collection, CollectionId, DagStore, DocId, DocState, IngestError,
     Limits, Outcome, Status, VerifiedBlock, ingest, parse_sdl,
@@ -16,6 +16,7 @@ use crate::meta::{
     MAX_ADDRESS_LEN, MAX_ADDRESSES, MAX_PEER_KEY_LEN, MAX_REPLICATOR_SCOPE, PeerKey, PeerRecord,
     Replicator, Subscription,
 };
+use crate::recent::Recent;
 use crate::sync;
 
 /// The most replicators a node may have.
@@ -169,13 +170,45 @@ impl From<StorageError> for Failure {
     }
 }
 
+/// Documents' states in each generation of [`Cache::states`].
+pub(crate) const STATE_CACHE_ENTRIES: usize = 16_384;
+/// Encoded bytes of states in each generation of [`Cache::states`] (decoded, a state takes
+/// about two to three times its encoding).
+pub(crate) const STATE_CACHE_BYTES: usize = 4 << 20;
+/// Applied blocks in each generation of [`Cache::applied`] (about 100 bytes an entry).
+pub(crate) const APPLIED_CACHE_ENTRIES: usize = 16_384;
+
 /// What the committer keeps decoded between mutations. It mirrors committed data, and is
-/// reloaded whenever a batch rolls back.
-#[derive(Debug, Clone, Default)]
+/// reloaded (the [`Recent`] caches emptied) whenever a batch rolls back.
+#[derive(Debug, Clone)]
 pub(crate) struct Cache {
     pub(crate) collections: BTreeMap<CollectionId, Collection>,
     pub(crate) replicators: BTreeMap<PeerKey, Replicator>,
     pub(crate) nonce_seq: u64,
+    /// The states of the documents written most recently, decoded: the merge takes a state
+    /// from here instead of reading and decoding it (a tenth of an ingest's cost), and puts
+    /// the new one back as it writes it. Write-through: the only writer of `states` is
+    /// `put_applied`, which updates both.
+    pub(crate) states: Recent<DocId, DocState>,
+    /// What is known of the blocks applied most recently: a new block's parents are almost
+    /// always among them, so checking them costs no B-tree lookup. Blocks are never removed
+    /// once applied, so an entry stays true as long as its batch commits.
+    pub(crate) applied: Recent<Cid, AppliedMeta>,
+    /// The peers' outbox sizes and catch-up markers.
+    pub(crate) outbox_meta: OutboxMetas,
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache {
+            collections: BTreeMap::new(),
+            replicators: BTreeMap::new(),
+            nonce_seq: 0,
+            states: Recent::new(STATE_CACHE_ENTRIES, STATE_CACHE_BYTES),
+            applied: Recent::new(APPLIED_CACHE_ENTRIES, usize::MAX),
+            outbox_meta: OutboxMetas::default(),
+        }
+    }
 }
 
 impl Cache {
@@ -291,21 +324,18 @@ pub(crate) fn run(
             let changed = current.as_ref() == Some(heads)
                 && tx.remove(Table::Outbox, &layout::outbox_key(peer, *doc_id))?;
             if changed {
-                let (n, catch_up) = outbox_meta(tx, peer)?;
-                let meta = layout::encode_outbox_meta(n.saturating_sub(1), catch_up);
-                tx.put(Table::OutboxMeta, &peer.0, &meta)?;
+                let metas = &mut cx.cache.outbox_meta;
+                let (n, catch_up) = metas.get(tx, peer)?;
+                metas.set(tx, peer, n.saturating_sub(1), catch_up)?;
             }
             Ok(Committed::Meta { changed })
         }
         Mutation::ClearCatchUp { peer } => {
             check_peer(peer)?;
-            let (n, catch_up) = outbox_meta(tx, peer)?;
+            let metas = &mut cx.cache.outbox_meta;
+            let (n, catch_up) = metas.get(tx, peer)?;
             if catch_up {
-                tx.put(
-                    Table::OutboxMeta,
-                    &peer.0,
-                    &layout::encode_outbox_meta(n, false),
-                )?;
+                metas.set(tx, peer, n, false)?;
             }
             Ok(Committed::Meta { changed: catch_up })
         }
@@ -390,6 +420,10 @@ fn merge(
     let mut dag = Dag {
         tx,
         replicators: &cx.cache.replicators,
+        states: &mut cx.cache.states,
+        applied: &mut cx.cache.applied,
+        outbox_meta: &mut cx.cache.outbox_meta,
+        taken: None,
         max_outbox: cx.max_outbox,
         sync: &mut cx.sync,
     };
@@ -462,12 +496,9 @@ fn set_replicator(
         &layout::encode_replicator(replicator),
     )?;
     if grew {
-        let (n, _) = outbox_meta(tx, peer)?;
-        tx.put(
-            Table::OutboxMeta,
-            &peer.0,
-            &layout::encode_outbox_meta(n, true),
-        )?;
+        let metas = &mut cx.cache.outbox_meta;
+        let (n, _) = metas.get(tx, peer)?;
+        metas.set(tx, peer, n, true)?;
     }
     cx.cache
         .replicators
@@ -483,7 +514,7 @@ fn delete_replicator(
     check_peer(peer)?;
     let changed = tx.remove(Table::Replicators, &peer.0)?;
     clear_outbox(tx, peer)?;
-    tx.remove(Table::OutboxMeta, &peer.0)?;
+    cx.cache.outbox_meta.remove(tx, peer)?;
     cx.cache.replicators.remove(peer);
     Ok(Committed::Meta { changed })
 }
@@ -506,10 +537,56 @@ fn clear_outbox(tx: &mut dyn WriteTx, peer: &PeerKey) -> Result<(), StorageError
     Ok(())
 }
 
-fn outbox_meta(tx: &(impl ReadTx + ?Sized), peer: &PeerKey) -> Result<(u64, bool), StorageError> {
-    match tx.get(Table::OutboxMeta, &peer.0)? {
-        Some(v) => layout::decode_outbox_meta(&v),
-        None => Ok((0, false)),
+/// The peers' outbox sizes and catch-up markers (`outbox_meta`), read through a write-through
+/// cache: the merge reads one per replicator for every block it applies. At most
+/// [`MAX_REPLICATORS`] peers are cached; others are read each time.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct OutboxMetas(BTreeMap<PeerKey, (u64, bool)>);
+
+impl OutboxMetas {
+    /// `peer`'s outbox size and catch-up marker.
+    fn get(&mut self, tx: &dyn WriteTx, peer: &PeerKey) -> Result<(u64, bool), StorageError> {
+        if let Some(meta) = self.0.get(peer) {
+            return Ok(*meta);
+        }
+        let meta = match tx.get(Table::OutboxMeta, &peer.0)? {
+            Some(v) => layout::decode_outbox_meta(&v)?,
+            None => (0, false),
+        };
+        self.hold(peer, meta);
+        Ok(meta)
+    }
+
+    /// Writes `peer`'s outbox size and catch-up marker.
+    fn set(
+        &mut self,
+        tx: &mut dyn WriteTx,
+        peer: &PeerKey,
+        n: u64,
+        catch_up: bool,
+    ) -> Result<(), StorageError> {
+        tx.put(
+            Table::OutboxMeta,
+            &peer.0,
+            &layout::encode_outbox_meta(n, catch_up),
+        )?;
+        self.hold(peer, (n, catch_up));
+        Ok(())
+    }
+
+    /// Deletes `peer`'s outbox size and catch-up marker.
+    fn remove(&mut self, tx: &mut dyn WriteTx, peer: &PeerKey) -> Result<(), StorageError> {
+        tx.remove(Table::OutboxMeta, &peer.0)?;
+        self.0.remove(peer);
+        Ok(())
+    }
+
+    fn hold(&mut self, peer: &PeerKey, meta: (u64, bool)) {
+        if let Some(held) = self.0.get_mut(peer) {
+            *held = meta;
+        } else if self.0.len() < MAX_REPLICATORS {
+            self.0.insert(peer.clone(), meta);
+        }
     }
 }
 
@@ -562,6 +639,11 @@ fn check_count(
     Ok(())
 }
 
+/// A state's weight in [`Cache::states`]: its encoded size, about what it costs to keep.
+fn state_weight(state: &DocState) -> usize {
+    state.to_bytes().map_or(usize::MAX, |b| b.len())
+}
+
 pub(crate) fn read_state(
     tx: &(impl ReadTx + ?Sized),
     doc: &DocId,
@@ -581,6 +663,12 @@ pub(crate) fn read_state(
 struct Dag<'a> {
     tx: &'a mut dyn WriteTx,
     replicators: &'a BTreeMap<PeerKey, Replicator>,
+    states: &'a mut Recent<DocId, DocState>,
+    applied: &'a mut Recent<Cid, AppliedMeta>,
+    outbox_meta: &'a mut OutboxMetas,
+    /// The document whose state was taken last, with the heads it had (`None`: it had no
+    /// state), for its item before the batch ([`sync::Before::Heads`]).
+    taken: Option<(DocId, Option<Vec<Cid>>)>,
     max_outbox: u64,
     sync: &'a mut sync::Batch,
 }
@@ -589,7 +677,7 @@ impl Dag<'_> {
     /// Adds `(peer, doc)` to the peer's outbox, or collapses the outbox into the catch-up
     /// marker when it is full.
     fn add_outbox(&mut self, peer: &PeerKey, doc: DocId) -> Result<(), StorageError> {
-        let (n, catch_up) = outbox_meta(self.tx, peer)?;
+        let (n, catch_up) = self.outbox_meta.get(self.tx, peer)?;
         if catch_up {
             // A head exchange over the whole scope is owed already; it covers this block.
             return Ok(());
@@ -601,13 +689,11 @@ impl Dag<'_> {
         }
         if n >= self.max_outbox {
             clear_outbox(self.tx, peer)?;
-            let meta = layout::encode_outbox_meta(0, true);
-            self.tx.put(Table::OutboxMeta, &peer.0, &meta)?;
+            self.outbox_meta.set(self.tx, peer, 0, true)?;
             return Ok(());
         }
         self.tx.put(Table::Outbox, &key, &[])?;
-        let meta = layout::encode_outbox_meta(n + 1, false);
-        self.tx.put(Table::OutboxMeta, &peer.0, &meta)?;
+        self.outbox_meta.set(self.tx, peer, n + 1, false)?;
         Ok(())
     }
 }
@@ -616,14 +702,17 @@ impl DagStore for Dag<'_> {
     type Error = StorageError;
 
     fn applied(&self, cid: &Cid) -> Result<Option<AppliedMeta>, StorageError> {
-        match self.tx.get(Table::Blocks, &cid.to_bytes())? {
+        if let Some(meta) = self.applied.get(cid) {
+            return Ok(Some(*meta));
+        }
+        match self.tx.get(Table::Blocks, &CidBytes::new(cid))? {
             None => Ok(None),
             Some(v) => Ok(Some(layout::decode_block_meta(&v)?.0)),
         }
     }
 
     fn pending_parents(&self, cid: &Cid) -> Result<Option<Vec<Cid>>, StorageError> {
-        match self.tx.get(Table::Pending, &cid.to_bytes())? {
+        match self.tx.get(Table::Pending, &CidBytes::new(cid))? {
             None => Ok(None),
             Some(v) => Ok(Some(layout::decode_pending(&v)?.0)),
         }
@@ -633,13 +722,21 @@ impl DagStore for Dag<'_> {
         Ok(usize::try_from(self.tx.len(Table::Pending)?).unwrap_or(usize::MAX))
     }
 
-    /// A read: the transaction keeps the stored copy until `put_applied` overwrites it.
+    /// From the cache of recent states, or a read: the transaction keeps the stored copy
+    /// until `put_applied` overwrites it.
     fn take_state(&mut self, doc: &DocId) -> Result<Option<DocState>, StorageError> {
-        read_state(self.tx, doc)
+        let state = match self.states.take(doc) {
+            Some(state) => Some(state),
+            None => read_state(self.tx, doc)?,
+        };
+        self.taken = Some((*doc, state.as_ref().map(|s| s.heads.clone())));
+        Ok(state)
     }
 
-    /// Nothing to do: `take_state` only read.
-    fn restore_state(&mut self, _state: DocState) -> Result<(), StorageError> {
+    /// Back into the cache: it is still what the table holds.
+    fn restore_state(&mut self, state: DocState) -> Result<(), StorageError> {
+        let weight = state_weight(&state);
+        self.states.put(state.doc_id, state, weight);
         Ok(())
     }
 
@@ -654,12 +751,24 @@ impl DagStore for Dag<'_> {
         let b = block.block();
         let doc = b.delta.doc_id;
         let value = layout::encode_block(doc, b.delta.priority, block.bytes());
-        self.tx.put(Table::Blocks, &cid.to_bytes(), &value)?;
+        self.tx.put(Table::Blocks, &CidBytes::new(&cid), &value)?;
         let encoded = state.to_bytes().map_err(|_| Table::States.corrupted())?;
         self.tx.put(Table::States, &doc.to_bytes(), &encoded)?;
         // Applying a block always changes the heads (the block becomes one), deleted or not:
         // deleted documents keep their items, their heads still have to be synced.
-        sync::record(self.tx, self.sync, state.collection, doc, &state.heads)?;
+        let taken = self.taken.take();
+        let before = match &taken {
+            Some((taken, heads)) if *taken == doc => sync::Before::Heads(heads.as_deref()),
+            _ => sync::Before::Stored,
+        };
+        sync::record(
+            self.tx,
+            self.sync,
+            state.collection,
+            doc,
+            &state.heads,
+            before,
+        )?;
         // Only a genesis block (the document's first, since ancestors apply first) or a delete
         // can change the index entry; other blocks neither read nor write it, which keeps the
         // pages a batch dirties (and so the bytes each commit writes) few.
@@ -671,15 +780,19 @@ impl DagStore for Dag<'_> {
             }
         }
         let collection = state.collection;
-        let peers: Vec<PeerKey> = self
-            .replicators
-            .iter()
-            .filter(|(_, r)| r.covers(&collection, &doc))
-            .map(|(p, _)| p.clone())
-            .collect();
-        for peer in &peers {
-            self.add_outbox(peer, doc)?;
+        // A copy of the shared reference, so `add_outbox` may borrow `self` mutably.
+        let replicators = self.replicators;
+        for (peer, replicator) in replicators {
+            if replicator.covers(&collection, &doc) {
+                self.add_outbox(peer, doc)?;
+            }
         }
+        let meta = AppliedMeta {
+            doc_id: doc,
+            priority: b.delta.priority,
+        };
+        self.applied.put(cid, meta, 1);
+        self.states.put(doc, state, encoded.len());
         Ok(())
     }
 
@@ -695,7 +808,7 @@ impl DagStore for Dag<'_> {
             "block bytes hash to their cid"
         );
         let value = layout::encode_pending(&block.block().heads, block.bytes());
-        self.tx.put(Table::Pending, &cid.to_bytes(), &value)?;
+        self.tx.put(Table::Pending, &CidBytes::new(&cid), &value)?;
         for parent in waiting_on {
             self.tx
                 .put(Table::Waiting, &layout::waiting_key(parent, &cid), &[])?;
@@ -704,7 +817,7 @@ impl DagStore for Dag<'_> {
     }
 
     fn take_waiting(&mut self, parent: &Cid) -> Result<Vec<Cid>, StorageError> {
-        let prefix = parent.to_bytes();
+        let prefix = CidBytes::new(parent);
         let mut keys = Vec::new();
         scan_prefix(self.tx, Table::Waiting, &prefix, &mut |k, _| {
             keys.push(k.to_vec());
@@ -719,7 +832,7 @@ impl DagStore for Dag<'_> {
     }
 
     fn take_pending(&mut self, cid: &Cid) -> Result<Option<VerifiedBlock>, StorageError> {
-        let key = cid.to_bytes();
+        let key = CidBytes::new(cid);
         let Some(v) = self.tx.get(Table::Pending, &key)? else {
             return Ok(None);
         };

@@ -15,7 +15,7 @@
 //! At open the index is rebuilt from one scan of `sync_items` with the roots read from
 //! `sync_roots` ([`load`]): no hash-to-curve.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroUsize;
 use std::sync::mpsc::{Sender, channel};
 use std::sync::{OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -30,6 +30,7 @@ use crate::backend::{ReadTx, WriteTx};
 use crate::error::{ReadError, StorageError};
 use crate::layout::{self, Table};
 use crate::mutation::read_state;
+use crate::recent::Recent;
 
 /// Below this many changed documents a batch's root deltas are computed on the committer
 /// thread alone (a thread costs tens of microseconds; a point about ten).
@@ -38,6 +39,11 @@ const PARALLEL_MIN: usize = 64;
 const MAX_THREADS: usize = 8;
 /// From this many mutations in a batch, threads compute its points while it runs.
 const AHEAD_MIN_JOBS: usize = 16;
+/// Items handed to a thread computing points ahead at a time: one wake-up of a sleeping
+/// thread (a futex call, about a microsecond) per item cost the committer a tenth of its time
+/// under load; per chunk it is noise. The items of a chunk not yet full when the batch ends
+/// go to the threads then.
+const AHEAD_CHUNK: usize = 32;
 /// Entries in each generation of the committer's cache of item points ([`Points`]).
 const POINT_CACHE: usize = 16_384;
 /// Up to this many items, opening a store checks (in debug builds) that every persisted
@@ -83,7 +89,9 @@ impl Shared {
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     changes: BTreeMap<CollectionId, BTreeMap<DocId, (Option<ItemHash>, ItemHash)>>,
-    ahead: Vec<Sender<(DocId, ItemHash)>>,
+    ahead: Vec<Sender<Vec<(DocId, ItemHash)>>>,
+    /// Items not yet handed to a thread (fewer than [`AHEAD_CHUNK`]).
+    chunk: Vec<(DocId, ItemHash)>,
     next: usize,
     points: Points,
 }
@@ -124,9 +132,10 @@ impl Batch {
         };
         let mut handles = Vec::with_capacity(threads);
         for _ in 0..threads {
-            let (tx, rx) = channel::<(DocId, ItemHash)>();
+            let (tx, rx) = channel::<Vec<(DocId, ItemHash)>>();
             let worker = move || {
                 rx.into_iter()
+                    .flatten()
                     .map(|(d, i)| ((d, i), ItemPoint::of(&d, &i)))
                     .collect()
             };
@@ -145,24 +154,38 @@ impl Batch {
     /// Closes the channels to the threads computing points ahead, so they end.
     pub(crate) fn stop_ahead(&mut self) {
         self.ahead.clear();
+        self.chunk.clear();
     }
 
     /// Forgets the batch being run (the point cache stays).
     pub(crate) fn reset(&mut self) {
         self.changes.clear();
-        self.ahead.clear();
+        self.stop_ahead();
         self.next = 0;
     }
 
-    /// Hands `(doc, item)` to a thread computing points ahead, if there is one.
+    /// Hands `(doc, item)` to a thread computing points ahead, if there is one, once a chunk
+    /// of them is ready.
     fn ask_ahead(&mut self, doc: DocId, item: ItemHash) {
         if self.ahead.is_empty() {
             return;
         }
+        self.chunk.push((doc, item));
+        if self.chunk.len() >= AHEAD_CHUNK {
+            self.send_chunk();
+        }
+    }
+
+    /// Hands the items gathered so far to the next thread computing points ahead.
+    fn send_chunk(&mut self) {
+        if self.ahead.is_empty() || self.chunk.is_empty() {
+            return;
+        }
         let at = self.next % self.ahead.len();
         self.next = self.next.wrapping_add(1);
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(AHEAD_CHUNK));
         // A thread that died leaves its share to `finish`.
-        let _ = self.ahead[at].send((doc, item));
+        let _ = self.ahead[at].send(chunk);
     }
 }
 
@@ -174,13 +197,24 @@ pub(crate) struct Prepared {
     delta: RootDelta,
 }
 
-/// Records in `tx` (and in `batch`) that `doc` of `collection` now has `heads`.
+/// Where [`record`] learns a document's item before the batch.
+pub(crate) enum Before<'h> {
+    /// The heads the document had (`None`: it had no state): its item is their hash, since
+    /// every state's item is (what [`verify`] checks). Saves reading `sync_items`.
+    Heads(Option<&'h [Cid]>),
+    /// Read it from `sync_items`.
+    Stored,
+}
+
+/// Records in `tx` (and in `batch`) that `doc` of `collection` now has `heads`. `before` is
+/// asked only for the document's first change in the batch.
 pub(crate) fn record(
     tx: &mut dyn WriteTx,
     batch: &mut Batch,
     collection: CollectionId,
     doc: DocId,
     heads: &[Cid],
+    before: Before<'_>,
 ) -> Result<(), StorageError> {
     let item = ItemHash::of(&doc, heads);
     let key = layout::sync_item_key(collection, doc);
@@ -190,9 +224,17 @@ pub(crate) fn record(
         // changed many times costs one point, not one per change.
         Some((_, latest)) => *latest = item,
         None => {
-            let before = match tx.get(Table::SyncItems, &key)? {
-                Some(v) => Some(layout::decode_item(&v)?),
-                None => None,
+            let before = match before {
+                Before::Heads(heads) => {
+                    let derived = heads.map(|heads| ItemHash::of(&doc, heads));
+                    debug_assert_eq!(
+                        derived,
+                        stored_item(tx, &key)?,
+                        "a state's item is the hash of its heads"
+                    );
+                    derived
+                }
+                Before::Stored => stored_item(tx, &key)?,
             };
             docs.insert(doc, (before, item));
             if let Some(before) = before
@@ -207,6 +249,13 @@ pub(crate) fn record(
     Ok(())
 }
 
+fn stored_item(tx: &dyn WriteTx, key: &[u8]) -> Result<Option<ItemHash>, StorageError> {
+    match tx.get(Table::SyncItems, key)? {
+        Some(v) => Ok(Some(layout::decode_item(&v)?)),
+        None => Ok(None),
+    }
+}
+
 /// Ends a batch: writes the new root of every collection it changed into `tx` and returns
 /// what the in-memory index must apply once `tx` is durable. Empties `batch`.
 pub(crate) fn finish(
@@ -214,8 +263,9 @@ pub(crate) fn finish(
     batch: &mut Batch,
     ahead: Ahead<'_>,
 ) -> Result<Vec<Prepared>, StorageError> {
-    batch.ahead.clear();
-    let mut known = BTreeMap::new();
+    batch.send_chunk();
+    batch.stop_ahead();
+    let mut known = Known::default();
     for handle in ahead.handles {
         // A thread that died leaves its share to `deltas`.
         if let Ok(points) = handle.join() {
@@ -265,6 +315,9 @@ pub(crate) fn finish(
     Ok(prepared)
 }
 
+/// Points known for items, by document and item: looked up only, never iterated.
+pub(crate) type Known = HashMap<(DocId, ItemHash), ItemPoint, crate::recent::RandomState>;
+
 /// The root delta of each collection's changed items. Points come from `known` (computed
 /// ahead) or `points` (items the committer made recently); the others are computed, on
 /// several threads when there are many, and every latest item's point is kept in `points`
@@ -272,7 +325,7 @@ pub(crate) fn finish(
 pub(crate) fn deltas(
     pairs: &[(CollectionId, DocId, Option<ItemHash>, ItemHash)],
     points: &mut Points,
-    mut known: BTreeMap<(DocId, ItemHash), ItemPoint>,
+    mut known: Known,
 ) -> BTreeMap<CollectionId, RootDelta> {
     let mut wanted = Vec::new();
     for (_, doc, before, latest) in pairs {
@@ -345,27 +398,27 @@ fn compute_points(items: &[(DocId, ItemHash)]) -> Vec<ItemPoint> {
 }
 
 /// The points of documents' latest items, kept by the committer across batches: replacing the
-/// item of a document changed recently then costs one hash-to-curve instead of two. Two
-/// generations of at most [`POINT_CACHE`] entries each (about 250 bytes an entry, 8 MiB at
-/// most): the younger becomes the older when full, so the documents changed most recently
-/// stay.
-#[derive(Debug, Default)]
-pub(crate) struct Points {
-    young: BTreeMap<DocId, (ItemHash, ItemPoint)>,
-    old: BTreeMap<DocId, (ItemHash, ItemPoint)>,
+/// item of a document changed recently then costs one hash-to-curve instead of two. A
+/// [`Recent`] map of [`POINT_CACHE`] entries a generation (about 250 bytes an entry, 8 MiB at
+/// most), so the documents changed most recently stay. A point is a pure function of its
+/// item, so this cache, unlike the committer's others, survives a batch that rolls back.
+#[derive(Debug)]
+pub(crate) struct Points(Recent<DocId, (ItemHash, ItemPoint)>);
+
+impl Default for Points {
+    fn default() -> Points {
+        Points(Recent::new(POINT_CACHE, usize::MAX))
+    }
 }
 
 impl Points {
     fn get(&self, doc: &DocId, item: &ItemHash) -> Option<ItemPoint> {
-        let (cached, point) = self.young.get(doc).or_else(|| self.old.get(doc))?;
+        let (cached, point) = self.0.get(doc)?;
         (cached == item).then_some(*point)
     }
 
     fn put(&mut self, doc: DocId, item: ItemHash, point: ItemPoint) {
-        self.young.insert(doc, (item, point));
-        if self.young.len() >= POINT_CACHE {
-            self.old = std::mem::take(&mut self.young);
-        }
+        self.0.put(doc, (item, point), 1);
     }
 }
 
@@ -427,7 +480,14 @@ pub(crate) fn rebuild(tx: &mut dyn WriteTx) -> Result<u64, StorageError> {
     let mut batch = Batch::default();
     for doc in &docs {
         let state = read_state(tx, doc)?.ok_or_else(|| Table::States.corrupted())?;
-        record(tx, &mut batch, state.collection, *doc, &state.heads)?;
+        record(
+            tx,
+            &mut batch,
+            state.collection,
+            *doc,
+            &state.heads,
+            Before::Stored,
+        )?;
     }
     finish(tx, &mut batch, Ahead::none())?;
     Ok(docs.len() as u64)

@@ -788,6 +788,84 @@ fn failed_commit_leaves_the_sync_index_as_it_was() {
     assert_sync_index_current(&store);
 }
 
+/// The committer caches recent states, applied blocks and outbox sizes (write-through); a
+/// batch that rolls back must take its entries with it.
+#[test]
+fn a_batch_that_rolls_back_leaves_nothing_in_the_committers_caches() {
+    let store = Store::memory(config()).unwrap();
+    with_schema(&store);
+    replicate_books(&store);
+    let mut remote = remote();
+    let (doc, genesis) = remote
+        .create("Books", &json!({"name": "Dune", "rating": 1.0}))
+        .unwrap();
+    ingest_applied(&store, &genesis);
+    let r = store
+        .commit(Mutation::AckOutbox {
+            peer: peer(1),
+            doc_id: doc,
+            heads: vec![genesis.cid()],
+        })
+        .unwrap();
+    assert_eq!(r.committed, Committed::Meta { changed: true });
+    let renamed = remote.update(doc, &json!({"name": "Dune II"})).unwrap();
+    let rated = remote.update(doc, &json!({"rating": 5.0})).unwrap();
+    store
+        .memory_backend()
+        .fail_commit_after_writes
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // The batch applies `renamed` (state and block written, and cached), then fails.
+    let r = store.commit(Mutation::Ingest {
+        block: renamed.clone(),
+    });
+    assert!(matches!(
+        r,
+        Err(CommitError::Storage(StorageError::Injected))
+    ));
+    // `renamed` is not applied: its child waits for it.
+    let r = store
+        .commit(Mutation::Ingest {
+            block: rated.clone(),
+        })
+        .unwrap();
+    assert_eq!(
+        r.committed,
+        Committed::Ingested {
+            outcome: hypha_crdt::Outcome::Pending {
+                missing: vec![renamed.cid()]
+            }
+        }
+    );
+    // A local write merges into the state before `renamed`.
+    store
+        .commit(Mutation::Update {
+            doc_id: doc,
+            patch: json!({"likes": 1}),
+        })
+        .unwrap();
+    let document = store.document(&doc).unwrap().unwrap();
+    assert_eq!(
+        (&document["name"], &document["likes"]),
+        (&json!("Dune"), &json!(1))
+    );
+    // The outbox counts the document once: the failed batch's entry is not counted.
+    let outbox = store.outbox(&peer(1), 10).unwrap();
+    assert_eq!((outbox.documents, outbox.len), (vec![doc], 1));
+    assert_sync_index_current(&store);
+    // Delivered again, `renamed` applies and releases its child.
+    assert_eq!(
+        ingest_applied(&store, &renamed),
+        vec![renamed.cid(), rated.cid()]
+    );
+    let document = store.document(&doc).unwrap().unwrap();
+    assert_eq!(
+        (&document["name"], &document["rating"], &document["likes"]),
+        (&json!("Dune II"), &json!(5.0), &json!(1))
+    );
+    assert_eq!(store.state(&doc).unwrap().unwrap().heads.len(), 2);
+    assert_sync_index_current(&store);
+}
+
 #[test]
 fn root_deltas_spread_over_threads_add_up() {
     let c = hypha_crdt::CollectionId::derive("hypha", "Books");
