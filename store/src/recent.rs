@@ -69,7 +69,9 @@ impl<K: Eq + Hash, V> Recent<K, V> {
             return;
         }
         if self.young.len() >= self.max_entries || self.young_weight + weight > self.max_weight {
-            self.old = std::mem::take(&mut self.young);
+            // The dropped generation's table is reused: no rehashing as the new one grows.
+            std::mem::swap(&mut self.young, &mut self.old);
+            self.young.clear();
             self.young_weight = 0;
         }
         self.young.insert(key, (value, weight));

@@ -330,14 +330,8 @@ pub(crate) fn deltas(
     let mut wanted = Vec::new();
     for (_, doc, before, latest) in pairs {
         for item in before.iter().chain([latest]) {
-            if known.contains_key(&(*doc, *item)) {
-                continue;
-            }
-            match points.get(doc, item) {
-                Some(point) => {
-                    known.insert((*doc, *item), point);
-                }
-                None => wanted.push((*doc, *item)),
+            if !known.contains_key(&(*doc, *item)) && points.get(doc, item).is_none() {
+                wanted.push((*doc, *item));
             }
         }
     }
@@ -345,15 +339,28 @@ pub(crate) fn deltas(
     wanted.dedup();
     let computed = compute_points(&wanted);
     known.extend(wanted.into_iter().zip(computed));
+    // invariant: every item's point was computed ahead, is cached, or was just computed; the
+    // cache changes only below, after every lookup.
+    let point = |doc: &DocId, item: &ItemHash, points: &Points| {
+        known
+            .get(&(*doc, *item))
+            .copied()
+            .or_else(|| points.get(doc, item))
+            .expect("every point is known")
+    };
     let mut out: BTreeMap<CollectionId, RootDelta> = BTreeMap::new();
+    let mut latest_points = Vec::with_capacity(pairs.len());
     for (c, doc, before, latest) in pairs {
         let delta = out.entry(*c).or_default();
         if let Some(before) = before {
-            delta.sub(&known[&(*doc, *before)]);
+            delta.sub(&point(doc, before, points));
         }
-        let point = known[&(*doc, *latest)];
-        delta.add(&point);
-        points.put(*doc, *latest, point);
+        let latest_point = point(doc, latest, points);
+        delta.add(&latest_point);
+        latest_points.push((*doc, *latest, latest_point));
+    }
+    for (doc, latest, point) in latest_points {
+        points.put(doc, latest, point);
     }
     out
 }
