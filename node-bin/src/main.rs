@@ -223,7 +223,7 @@ fn hypha(
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or_default();
-    Ok(Hypha::new(settings.hypha_config(), store, key, seed)?)
+    Ok(Hypha::new(settings.hypha_config(), store, key, seed))
 }
 
 /// 32 bytes that name this node as an unsigned author: the peer ID's hash.

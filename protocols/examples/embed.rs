@@ -98,8 +98,7 @@ fn app(seed: u8, peers: Vec<(PeerId, Vec<Vec<u8>>)>) -> Result<Swarm<App>, Box<d
     store.commit(Mutation::AddSchema { sdl: SCHEMA.into() })?;
     let config = node::Config::new("hypha").with_peers(peers);
     Ok(Swarm::new_ephemeral_tokio(move |key| App {
-        hypha: Hypha::new(config, store, &key, u64::from(seed))
-            .expect("the OS starts the persist waiter thread"),
+        hypha: Hypha::new(config, store, &key, u64::from(seed)),
         ping: libp2p_ping::Behaviour::default(),
     }))
 }

@@ -170,9 +170,7 @@ fn swarm(i: u8) -> Swarm<Hypha> {
         .unwrap();
     let config = HyphaConfig::new(node::Config::new(NAMESPACE))
         .with_heartbeat_interval(Duration::from_millis(100));
-    Swarm::new_ephemeral_tokio(move |key| {
-        Hypha::new(config, Arc::new(store), &key, u64::from(i)).unwrap()
-    })
+    Swarm::new_ephemeral_tokio(move |key| Hypha::new(config, Arc::new(store), &key, u64::from(i)))
 }
 
 /// Polls every swarm until `done` holds for the swarms and the behaviour events collected so

@@ -35,7 +35,7 @@ async fn a_peer_sending_garbage_is_banned_and_refused() {
         .with_standing(standing::Config::default().with_ban_at(3.0));
     let victim_store = Arc::clone(&store);
     let mut victim =
-        Swarm::new_ephemeral_tokio(move |key| Hypha::new(config, victim_store, &key, 1).unwrap());
+        Swarm::new_ephemeral_tokio(move |key| Hypha::new(config, victim_store, &key, 1));
     let names = Protocol::ALL
         .map(|p| StreamProtocol::new(p.name()))
         .to_vec();

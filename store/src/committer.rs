@@ -95,19 +95,73 @@ impl Ticket {
 /// A queued mutation and where its result goes.
 pub(crate) struct Job {
     mutation: Mutation,
-    /// Room for both stages: the committer never blocks on a slow waiter.
-    reply: SyncSender<(Stage, Result<Receipt, CommitError>)>,
+    reply: Reply,
+}
+
+/// Where a job's answers go.
+enum Reply {
+    /// A [`Ticket`]'s channel, with room for both stages: the committer never blocks on a slow
+    /// waiter.
+    Ticket(SyncSender<(Stage, Result<Receipt, CommitError>)>),
+    /// A callback of [`Store::submit_notify`](crate::Store::submit_notify).
+    Notify(Notify),
+}
+
+/// The callback of [`Store::submit_notify`](crate::Store::submit_notify): called exactly once —
+/// at its stage, on failure, or (dropped unanswered: the committer stopped) with
+/// [`CommitError::Closed`].
+struct Notify {
+    until: Stage,
+    callback: Option<Callback>,
+}
+
+/// What [`Store::submit_notify`](crate::Store::submit_notify) calls.
+pub(crate) type Callback = Box<dyn FnOnce(Result<Receipt, CommitError>) + Send>;
+
+impl Drop for Notify {
+    fn drop(&mut self) {
+        if let Some(callback) = self.callback.take() {
+            callback(Err(CommitError::Closed));
+        }
+    }
 }
 
 impl Job {
     pub(crate) fn new(mutation: Mutation) -> (Job, Ticket) {
         let (reply, rx) = sync_channel(2);
-        (Job { mutation, reply }, Ticket { rx, reached: None })
+        let job = Job {
+            mutation,
+            reply: Reply::Ticket(reply),
+        };
+        (job, Ticket { rx, reached: None })
     }
 
-    /// Answers the job; a waiter that gave up (dropped its ticket) needs no answer.
-    fn answer(&self, stage: Stage, result: Result<Receipt, CommitError>) {
-        let _ = self.reply.send((stage, result));
+    pub(crate) fn notify(mutation: Mutation, until: Stage, callback: Callback) -> Job {
+        let notify = Notify {
+            until,
+            callback: Some(callback),
+        };
+        Job {
+            mutation,
+            reply: Reply::Notify(notify),
+        }
+    }
+
+    /// Answers the job at `stage`; a waiter that gave up (dropped its ticket) needs no answer,
+    /// and a callback is called once, at its stage or on failure.
+    fn answer(&mut self, stage: Stage, result: Result<Receipt, CommitError>) {
+        match &mut self.reply {
+            Reply::Ticket(reply) => {
+                let _ = reply.send((stage, result));
+            }
+            Reply::Notify(notify) => {
+                if (result.is_err() || stage >= notify.until)
+                    && let Some(callback) = notify.callback.take()
+                {
+                    callback(result);
+                }
+            }
+        }
     }
 }
 
@@ -160,7 +214,7 @@ pub(crate) fn run(
         {
             // Nothing is visible and not durable between batches: the barriers are passed.
             let commit = counters.commits.load(Ordering::SeqCst);
-            for job in batch.drain(..) {
+            for mut job in batch.drain(..) {
                 counters.count(&job.mutation);
                 let committed = Committed::Meta { changed: false };
                 job.answer(Stage::Durable, Ok(Receipt { commit, committed }));
@@ -250,7 +304,7 @@ fn commit_batch(
         counters.commits.fetch_add(1, Ordering::SeqCst);
     }
     let mut visible = Vec::with_capacity(if at_once { 0 } else { batch.len() });
-    for (job, result) in batch.drain(..).zip(results) {
+    for (mut job, result) in batch.drain(..).zip(results) {
         match result {
             Ok(committed) => {
                 let receipt = Receipt { commit, committed };
@@ -274,13 +328,13 @@ fn commit_batch(
     if let Err(e) = backend.persist() {
         counters.failed_batches.fetch_add(1, Ordering::Relaxed);
         let error = CommitError::Storage(e);
-        for (job, _) in visible {
+        for (mut job, _) in visible {
             job.answer(Stage::Durable, Err(error.clone()));
         }
         return false;
     }
     counters.commits.fetch_add(1, Ordering::SeqCst);
-    for (job, receipt) in visible {
+    for (mut job, receipt) in visible {
         counters.count(&job.mutation);
         job.answer(Stage::Durable, Ok(receipt));
     }
@@ -289,7 +343,7 @@ fn commit_batch(
 
 fn fail_all(batch: &mut Vec<Job>, error: &CommitError, counters: &Counters) {
     counters.failed_batches.fetch_add(1, Ordering::Relaxed);
-    for job in batch.drain(..) {
+    for mut job in batch.drain(..) {
         job.answer(Stage::Visible, Err(error.clone()));
     }
 }

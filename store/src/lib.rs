@@ -430,6 +430,26 @@ impl Store {
         }
     }
 
+    /// Queues `mutation` like [`Store::submit`], and calls `notify` once it reaches `until`
+    /// or fails, instead of returning a [`Ticket`] to wait on: for an event loop, which must
+    /// not block on a ticket, without a thread to wait for it (one wake-up less per result).
+    /// `notify` is called exactly once — with [`CommitError::Closed`] if the store closed
+    /// first — on the committer thread, so it must only hand the result on (into a channel
+    /// that wakes the loop, say): every other mutation waits while it runs. Blocks only while
+    /// the queue is full (back-pressure).
+    pub fn submit_notify(
+        &self,
+        mutation: Mutation,
+        until: Stage,
+        notify: impl FnOnce(Result<Receipt, CommitError>) + Send + 'static,
+    ) {
+        let job = Job::notify(mutation, until, Box::new(notify));
+        if let Some(queue) = &self.queue {
+            // A closed queue hands the job back: dropping it calls `notify` with `Closed`.
+            let _ = queue.send(job);
+        }
+    }
+
     /// Queues `mutation` without blocking.
     ///
     /// # Errors

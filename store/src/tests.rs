@@ -603,6 +603,82 @@ fn local_writes_and_full_batches_commit_durably_at_once() {
     }
 }
 
+/// `submit_notify` calls back exactly once: at the chosen stage, or on refusal; and a job
+/// dropped unanswered (the committer stopped) calls back with `Closed`.
+#[test]
+fn submit_notify_calls_back_once_at_its_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.redb"), config()).unwrap();
+    with_schema(&store);
+    let (_, dune) = remote().create("Books", &json!({"name": "Dune"})).unwrap();
+    let (_, emma) = remote().create("Books", &json!({"name": "Emma"})).unwrap();
+    let nope = Mutation::Create {
+        collection: "Nope".into(),
+        document: json!({}),
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cases = [
+        (
+            "visible",
+            Mutation::Ingest {
+                block: dune.clone(),
+            },
+            Stage::Visible,
+        ),
+        (
+            "durable",
+            Mutation::Ingest {
+                block: emma.clone(),
+            },
+            Stage::Durable,
+        ),
+        ("refused", nope, Stage::Durable),
+    ];
+    for (name, mutation, until) in cases {
+        let tx = tx.clone();
+        store.submit_notify(mutation, until, move |result| {
+            tx.send((name, result)).unwrap();
+        });
+    }
+    drop(tx);
+    let mut answers = std::collections::BTreeMap::new();
+    for _ in 0..3 {
+        let (name, result) = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        if name == "durable" {
+            assert!(store.stats().unwrap().commits > 0, "durable when called");
+        }
+        assert!(
+            answers.insert(name, result).is_none(),
+            "{name} called twice"
+        );
+    }
+    assert!(matches!(
+        answers["visible"],
+        Ok(Receipt {
+            committed: Committed::Ingested { .. },
+            ..
+        })
+    ));
+    assert!(store.contains(&dune.cid()).unwrap());
+    assert!(store.contains(&emma.cid()).unwrap());
+    assert!(matches!(
+        answers["refused"],
+        Err(CommitError::UnknownCollection(_))
+    ));
+    store.close();
+    assert!(rx.recv().is_err(), "no callback is called twice");
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let job = crate::committer::Job::notify(
+        Mutation::Barrier,
+        Stage::Durable,
+        Box::new(move |result| tx.send(result).unwrap()),
+    );
+    drop(job);
+    assert!(matches!(rx.recv().unwrap(), Err(CommitError::Closed)));
+    assert!(rx.recv().is_err());
+}
+
 #[test]
 fn barriers_pass_in_memory_and_on_redb() {
     for (store, _dir) in stores() {

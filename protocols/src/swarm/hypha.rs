@@ -2,7 +2,6 @@
 //! and gossipsub in, the node's commands executed, its events out.
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -166,8 +165,9 @@ impl HyphaConfig {
         self
     }
 
-    /// Persist tickets waiting for the waiter thread before submitting blocks the event loop
-    /// (back-pressure from a slow disk). Default 1,024; at least 1.
+    /// Persists in flight (submitted to the store, not yet answered) before submitting blocks
+    /// the event loop until the store answers one (back-pressure from a slow disk). Default
+    /// 1,024; at least 1.
     pub fn with_max_queued_persists(mut self, n: usize) -> HyphaConfig {
         self.max_queued_persists = n.max(1);
         self
@@ -213,7 +213,7 @@ impl HyphaConfig {
         )
     }
 
-    /// Persist tickets waiting for the waiter thread.
+    /// Persists in flight before submitting blocks the event loop.
     pub fn max_queued_persists(&self) -> usize {
         self.max_queued_persists
     }
@@ -239,15 +239,12 @@ impl Hypha {
     /// The behaviour for the node with `keypair` (gossipsub signs with it), reading and
     /// writing `store`; `seed` seeds the cores. Loads what the store remembers
     /// ([`Node::start`]): topics are joined and wanted peers dialed at the first poll.
-    ///
-    /// # Errors
-    /// The persist waiter thread could not be started.
     pub fn new(
         config: impl Into<HyphaConfig>,
         store: Arc<Store>,
         keypair: &Keypair,
         seed: u64,
-    ) -> io::Result<Hypha> {
+    ) -> Hypha {
         let config = config.into();
         let inner = Inner {
             frames: Frames::new(config.frames()),
@@ -260,18 +257,18 @@ impl Hypha {
         };
         let mut node = Node::new(config.node, seed);
         node.start(&store, now());
-        Ok(Hypha {
+        Hypha {
             inner,
             node,
             store,
-            persister: Persister::start(config.max_queued_persists)?,
+            persister: Persister::new(config.max_queued_persists),
             timer: Delay::new(Duration::ZERO),
             timer_at: None,
             out: VecDeque::new(),
             waker: None,
             standing: Standing::new(config.standing),
             next_prune: now() + PRUNE_EVERY,
-        })
+        }
     }
 
     /// Queues a local mutation (a write, schema, subscription, replicator…); its result comes

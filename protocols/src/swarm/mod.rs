@@ -18,7 +18,7 @@
 //!  Frames: frame received ──────────────────────────────────────────────▶ handle_frame
 //!  gossipsub: message ─────────────────────────────────────────────────▶ handle_pubsub
 //!    ◀── report_message_validation_result(Accept | Ignore | Reject) ◀──── Verdict
-//!  store: durable (waiter thread) ──────────────────────────────────────▶ handle_persisted
+//!  store: at the persist's stage (committer's callback) ─────────────────▶ handle_persisted
 //!  timer at poll_timeout ───────────────────────────────────────────────▶ handle_timeout
 //!
 //!  Frames::send ◀──────────────── Transmit            Persist ──▶ store.submit, off the loop
@@ -35,10 +35,10 @@
 //! Kademlia.
 //!
 //! Writes never wait on the event loop: [`Command::Persist`](crate::node::Command::Persist)
-//! goes to [`Store::submit`](hypha_store::Store::submit), and one waiter thread, started with
-//! the behaviour and stopped when it drops, waits for the tickets in submission order and
-//! sends each result back to `poll`. Acknowledgements to replicator sources therefore still go
-//! out only once the block is durable.
+//! goes to [`Store::submit_notify`](hypha_store::Store::submit_notify), and the store's
+//! committer sends each result back to `poll` once the persist reaches its stage.
+//! Acknowledgements to replicator sources therefore still go out only once the block is
+//! durable.
 //!
 //! Gossipsub runs with signed messages and strict validation, forwards nothing before the
 //! coordinator's verdict, uses the block's CID per topic as the message id
@@ -70,7 +70,7 @@
 //! #     key: Keypair,
 //! #     store: Arc<hypha_store::Store>,
 //! # ) -> Result<(), Box<dyn std::error::Error>> {
-//! let hypha = Hypha::new(node::Config::new("hypha"), store, &key, 7)?;
+//! let hypha = Hypha::new(node::Config::new("hypha"), store, &key, 7);
 //! let config = libp2p_swarm::Config::with_tokio_executor();
 //! let mut swarm = Swarm::new(transport, App { hypha }, key.public().to_peer_id(), config);
 //! swarm.listen_on("/ip4/0.0.0.0/tcp/9171".parse()?)?;
@@ -96,8 +96,8 @@
 //! | bound | default | why |
 //! |---|---|---|
 //! | gossipsub message size (`max_transmit_bytes`) | 128 KiB | an update with a 32 KiB inline block, up to 1,024 head CIDs (~38 KiB) and the signed envelope fits |
-//! | persist tickets awaiting the waiter (`max_queued_persists`) | 1,024 | past it, submitting blocks the event loop: back-pressure from a slow disk (so does a full store queue) |
-//! | persist results awaiting `poll` | no bound of its own | at most the persists in flight, which the coordinator bounds (`max_persists`) |
+//! | persists in flight: submitted, not yet answered (`max_queued_persists`) | 1,024 | past it, submitting blocks the event loop until the store answers one: back-pressure from a slow disk (so does a full store queue) |
+//! | persist results awaiting `poll` | no bound of its own | at most the persists in flight |
 //! | gossipsub heartbeat (`heartbeat_interval`) | gossipsub's 1 s, first after 6 s | tests shorten it |
 //! | topics a peer may be known to follow (`max_topics_per_peer`) | [`DEFAULT_MAX_TOPICS_PER_PEER`] | a peer announcing more has its subscription request refused whole; topics of other networks are never tracked ([`NamespaceTopics`]) |
 //! | peer standing (`standing`) | 1 point per violation (a stream that breaks the framing is one: a prefix over the cap, a frame cut off or stalled, too many streams), halving every 10 min; 5 points ban for 15 min | a banned peer's connections are closed and new ones refused ([`BannedPeer`]), [`HyphaEvent::Banned`] is reported; its points, negated, are its gossipsub application score (weight 10) |

@@ -1,29 +1,31 @@
-//! Persistence off the event loop: the store commits, one waiter thread waits, the behaviour
-//! polls the results.
+//! Persistence off the event loop: the store commits and calls back, the behaviour polls the
+//! results.
 //!
 //! ```text
-//!  event loop                 store committer            waiter thread
-//!  store.submit(m) ─────────▶ queue, group commit
-//!  (token, ticket, until) ── bounded std channel ──────▶ ticket.wait_until(until)
-//!                                                        (in submission order)
-//!  poll_result(cx) ◀──────── futures channel ─────────── (token, result)
+//!  event loop                 store committer
+//!  store.submit_notify(m) ──▶ queue, group commit; at the persist's stage (or on failure):
+//!  poll_result(cx) ◀──────── futures channel ◀── callback: (token, result)
 //! ```
 //!
-//! Nothing on the event loop waits for an fsync. It blocks only as back-pressure, when the
-//! store's own queue or the ticket channel is full — and neither waits on the event loop, so
-//! that cannot deadlock. The result channel has no bound of its own: it holds at most the
-//! persists submitted and not yet answered, which the coordinator bounds (`max_persists` for
-//! received blocks; the rest follow local writes and acknowledgements).
+//! Nothing on the event loop waits for an fsync, and no thread sits between the committer and
+//! the loop: the committer's callback sends the result into the channel, which wakes the
+//! loop (one wake-up per result; a waiter thread in between was a second one on every local
+//! write's and every received block's path). Results come in the order the store reaches
+//! their stages: a received block that is visible is answered before a local write submitted
+//! earlier is durable. Every persist is answered on its own token, so the coordinator takes
+//! them in any order.
+//!
+//! The event loop blocks only as back-pressure: while the store's own queue is full, or while
+//! `max_in_flight` persists are unanswered (it then waits for the oldest answer, which the
+//! committer gives without the loop's help, so that cannot deadlock). The result channel
+//! holds at most the persists in flight.
 
 use std::collections::VecDeque;
-use std::io;
-use std::sync::mpsc::{self, SyncSender};
 use std::task::{Context, Poll};
-use std::thread::JoinHandle;
 
 use futures::StreamExt as _;
-use futures::channel::mpsc::{UnboundedReceiver, unbounded};
-use hypha_store::{CommitError, Committed, Mutation, Stage, Store, Ticket};
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use hypha_store::{CommitError, Committed, Mutation, Stage, Store};
 
 use crate::node::PersistToken;
 
@@ -31,45 +33,34 @@ use crate::node::PersistToken;
 /// takes it.
 pub(super) type Persisted = (PersistToken, Result<Committed, CommitError>);
 
-/// A ticket to wait for, and until when.
-type Waiting = (PersistToken, Ticket, Stage);
-
-/// Submits mutations to the store and hands their results back, in submission order.
+/// Submits mutations to the store and hands their results back.
 pub(super) struct Persister {
-    /// `None` once dropping: closing it stops the waiter.
-    tickets: Option<SyncSender<Waiting>>,
+    answers: UnboundedSender<Persisted>,
     results: UnboundedReceiver<Persisted>,
-    /// Results waited for on the event loop (only if the waiter were gone).
+    /// Results taken off the channel while waiting for room (back-pressure), handed out
+    /// first.
     ready: VecDeque<Persisted>,
-    waiter: Option<JoinHandle<()>>,
+    /// Persists submitted and not yet handed out.
+    in_flight: usize,
+    max_in_flight: usize,
 }
 
 impl Persister {
-    /// Starts the waiter thread; at most `max_tickets` tickets wait for it.
-    pub(super) fn start(max_tickets: usize) -> io::Result<Persister> {
-        let (tickets, queue) = mpsc::sync_channel::<Waiting>(max_tickets.max(1));
+    /// A persister with at most `max_in_flight` persists unanswered.
+    pub(super) fn new(max_in_flight: usize) -> Persister {
         let (answers, results) = unbounded();
-        let waiter = std::thread::Builder::new()
-            .name("hypha-persist-waiter".into())
-            .spawn(move || {
-                while let Ok((token, mut ticket, until)) = queue.recv() {
-                    let result = ticket.wait_until(until).map(|receipt| receipt.committed);
-                    if answers.unbounded_send((token, result)).is_err() {
-                        break; // The behaviour is gone.
-                    }
-                }
-            })?;
-        Ok(Persister {
-            tickets: Some(tickets),
+        Persister {
+            answers,
             results,
             ready: VecDeque::new(),
-            waiter: Some(waiter),
-        })
+            in_flight: 0,
+            max_in_flight: max_in_flight.max(1),
+        }
     }
 
     /// Submits `mutation`; its result comes out of [`poll_result`](Persister::poll_result)
-    /// once it reaches `until`. Blocks only while the store's queue or the ticket channel is
-    /// full (back-pressure).
+    /// once it reaches `until` (or failed). Blocks only while the store's queue is full or
+    /// `max_in_flight` persists are unanswered (back-pressure).
     pub(super) fn submit(
         &mut self,
         store: &Store,
@@ -77,39 +68,31 @@ impl Persister {
         mutation: Mutation,
         until: Stage,
     ) {
-        let ticket = store.submit(mutation);
-        let unsent = match &self.tickets {
-            Some(tickets) => tickets.send((token, ticket, until)).err().map(|e| e.0),
-            None => Some((token, ticket, until)),
-        };
-        if let Some((token, mut ticket, until)) = unsent {
-            // The waiter is gone, which it never is while the persister lives: wait here
-            // rather than lose the result.
-            let result = ticket.wait_until(until).map(|receipt| receipt.committed);
-            self.ready.push_back((token, result));
+        while self.in_flight - self.ready.len() >= self.max_in_flight {
+            // invariant: this persister holds a sender, so the channel never ends.
+            let result = futures::executor::block_on(self.results.next())
+                .expect("the persister holds a sender");
+            self.ready.push_back(result);
         }
+        self.in_flight += 1;
+        let answers = self.answers.clone();
+        store.submit_notify(mutation, until, move |result| {
+            // The behaviour is gone when this fails: nobody waits for the result.
+            let _ = answers.unbounded_send((token, result.map(|receipt| receipt.committed)));
+        });
     }
 
     /// The next result, once at its stage (or failed). Registers the waker when there is none.
     pub(super) fn poll_result(&mut self, cx: &mut Context<'_>) -> Poll<Persisted> {
-        if let Some(result) = self.ready.pop_front() {
-            return Poll::Ready(result);
-        }
-        match self.results.poll_next_unpin(cx) {
-            Poll::Ready(Some(result)) => Poll::Ready(result),
-            // The waiter stopped (it only does when its channel closes): nothing more comes.
-            Poll::Ready(None) | Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl Drop for Persister {
-    /// Stops the waiter once it has waited for every ticket already submitted.
-    fn drop(&mut self) {
-        self.tickets = None;
-        if let Some(waiter) = self.waiter.take() {
-            // The waiter cannot panic; if it did, there is nothing left to stop.
-            let _ = waiter.join();
-        }
+        let next = match self.ready.pop_front() {
+            Some(result) => result,
+            None => match self.results.poll_next_unpin(cx) {
+                Poll::Ready(Some(result)) => result,
+                // The channel never ends while this persister holds a sender.
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            },
+        };
+        self.in_flight -= 1;
+        Poll::Ready(next)
     }
 }
